@@ -1,0 +1,117 @@
+"""The contrastive losses of HHCL, as pure functions of logits and targets.
+
+Every loss here is a cross-entropy over the similarities between a batch of L2-normalised
+features and a cluster memory (one row, or one set of rows, per pseudo-identity), divided by a
+temperature. The memories themselves, and their updates, live in :mod:`hhcl.memory`.
+
+Notation: ``B`` is the batch size, ``C`` the number of clusters, ``K`` the number of instance
+slots per cluster and ``D`` the feature dimension.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSS_FORMS = ("paper", "official")
+
+
+def memory_logits(features: torch.Tensor, memory: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Scaled cosine similarities between a batch and the rows of a memory.
+
+    Args:
+        features: ``(B, D)``, L2-normalised.
+        memory: ``(C, D)``, L2-normalised rows, or ``(K, C, D)`` for instance slots.
+        temperature: the softmax temperature (0.05 in the paper).
+
+    Returns:
+        ``(B, C)`` logits, or ``(B, C, K)`` when ``memory`` holds instance slots.
+    """
+    if memory.dim() == 3:
+        return torch.einsum("bd,kcd->bck", features, memory) / temperature
+    return features @ memory.t() / temperature
+
+
+def cluster_contrast_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``(B, C)`` logits against the ``(B,)`` cluster indices, batch mean."""
+    return F.cross_entropy(logits, targets)
+
+
+def hard_instance_logits(instance_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Collapse per-slot logits to one hard logit per cluster.
+
+    For its own cluster a sample takes the *least* similar slot (the hardest positive); for every
+    other cluster it takes the *most* similar slot (the hardest negative).
+
+    Args:
+        instance_logits: ``(B, C, K)`` logits against K instance slots per cluster.
+        targets: ``(B,)`` int64 cluster index of each sample.
+
+    Returns:
+        ``(B, C)`` logits.
+    """
+    hardest_positive = instance_logits.amin(dim=2)
+    hardest_negative = instance_logits.amax(dim=2)
+    own_cluster = F.one_hot(targets, num_classes=instance_logits.shape[1]).bool()
+    return torch.where(own_cluster, hardest_positive, hardest_negative)
+
+
+def hybrid_loss(
+    hard_logits: torch.Tensor,
+    centroid_logits: torch.Tensor,
+    targets: torch.Tensor,
+    hard_weight: float = 0.5,
+    form: str = "paper",
+) -> torch.Tensor:
+    """HHCL's hybrid loss: a hard-sample term and a cluster-centroid term.
+
+    Args:
+        hard_logits: ``(B, C)`` logits against the hard memory.
+        centroid_logits: ``(B, C)`` logits against the centroid memory.
+        targets: ``(B,)`` int64 cluster indices.
+        hard_weight: ``w``, the weight of the hard term.
+        form: ``"paper"`` gives ``w*CE_hard + (1-w)*CE_centroid`` (the paper's equation);
+            ``"official"`` gives ``w*(CE_hard + (1-w)*CE_centroid)``, which is what the authors'
+            released code computes (at w = 0.5 it halves the total and weights the terms 2:1).
+
+    Returns:
+        The scalar loss.
+    """
+    hard = cluster_contrast_loss(hard_logits, targets)
+    centroid = cluster_contrast_loss(centroid_logits, targets)
+    if form == "paper":
+        return hard_weight * hard + (1.0 - hard_weight) * centroid
+    if form == "official":
+        return hard_weight * (hard + (1.0 - hard_weight) * centroid)
+    raise ValueError(f"unknown loss form {form!r}; expected one of {LOSS_FORMS}")
+
+
+def hybrid_instance_loss(
+    instance_logits: torch.Tensor,
+    centroid_logits: torch.Tensor,
+    targets: torch.Tensor,
+    hard_weight: float = 0.5,
+    form: str = "paper",
+) -> torch.Tensor:
+    """The instance-slot variant of the hybrid loss (``CMhybrid_v2`` in the authors' code).
+
+    Args:
+        instance_logits: ``(B, C, K)`` logits against K instance slots per cluster.
+        centroid_logits: ``(B, C)`` logits against the centroid memory.
+        targets: ``(B,)`` int64 cluster indices.
+        hard_weight: ``w``.
+        form: ``"paper"`` gives ``w*CE_instance + (1-w)*CE_centroid``, with ``w`` weighting the
+            hard term as in :func:`hybrid_loss`. ``"official"`` gives what the authors' code
+            computes for this mode, ``w*CE_centroid + (1-w)*CE_instance``: the weights are
+            swapped there (the two agree at the default w = 0.5).
+
+    Returns:
+        The scalar loss.
+    """
+    instance = cluster_contrast_loss(hard_instance_logits(instance_logits, targets), targets)
+    centroid = cluster_contrast_loss(centroid_logits, targets)
+    if form == "paper":
+        return hard_weight * instance + (1.0 - hard_weight) * centroid
+    if form == "official":
+        return hard_weight * centroid + (1.0 - hard_weight) * instance
+    raise ValueError(f"unknown loss form {form!r}; expected one of {LOSS_FORMS}")

@@ -1,0 +1,98 @@
+import math
+
+import pytest
+import torch
+
+from hhcl import losses
+
+
+def test_memory_logits_are_cosine_over_temperature():
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    memory = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    logits = losses.memory_logits(features, memory, temperature=0.5)
+    assert torch.allclose(logits, torch.tensor([[2.0, 1.2], [0.0, 1.6]]))
+
+
+def test_memory_logits_of_instance_slots_are_batch_cluster_slot():
+    features = torch.tensor([[1.0, 0.0]])
+    slots = torch.tensor([  # (K=2, C=2, D=2)
+        [[1.0, 0.0], [0.0, 1.0]],
+        [[0.6, 0.8], [-1.0, 0.0]],
+    ])
+    logits = losses.memory_logits(features, slots, temperature=0.1)
+    assert logits.shape == (1, 2, 2)
+    assert torch.allclose(logits, torch.tensor([[[10.0, 6.0], [0.0, -10.0]]]))
+
+
+def test_cluster_contrast_loss_is_cross_entropy_by_hand():
+    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
+    # softmax = [1/4, 3/4]; target 1 costs log(4/3), target 0 costs log(4); mean over the batch
+    loss = losses.cluster_contrast_loss(logits, torch.tensor([1, 0]))
+    assert loss.item() == pytest.approx((math.log(4 / 3) + math.log(4)) / 2)
+
+
+def test_hard_instance_logits_take_least_similar_own_slot_and_most_similar_other_slot():
+    instance_logits = torch.tensor([  # (B=2, C=3, K=2)
+        [[1.0, 3.0], [2.0, 5.0], [-1.0, -4.0]],
+        [[1.0, 3.0], [2.0, 5.0], [-1.0, -4.0]],
+    ])
+    logits = losses.hard_instance_logits(instance_logits, torch.tensor([0, 1]))
+    assert torch.equal(logits, torch.tensor([[1.0, 5.0, -1.0], [3.0, 2.0, -1.0]]))
+
+
+def _two_cross_entropies():
+    # hard logits: CE = log(4/3) for target 1; centroid logits: CE = log(2)
+    hard_logits = torch.tensor([[0.0, math.log(3.0)]])
+    centroid_logits = torch.tensor([[0.0, 0.0]])
+    return hard_logits, centroid_logits, torch.tensor([1]), math.log(4 / 3), math.log(2)
+
+
+@pytest.mark.parametrize("weight", [0.25, 0.5, 0.9])
+def test_hybrid_loss_paper_form(weight):
+    hard_logits, centroid_logits, targets, ce_hard, ce_centroid = _two_cross_entropies()
+    loss = losses.hybrid_loss(hard_logits, centroid_logits, targets, weight, form="paper")
+    assert loss.item() == pytest.approx(weight * ce_hard + (1 - weight) * ce_centroid)
+
+
+@pytest.mark.parametrize("weight", [0.25, 0.5, 0.9])
+def test_hybrid_loss_official_form(weight):
+    hard_logits, centroid_logits, targets, ce_hard, ce_centroid = _two_cross_entropies()
+    loss = losses.hybrid_loss(hard_logits, centroid_logits, targets, weight, form="official")
+    assert loss.item() == pytest.approx(weight * (ce_hard + (1 - weight) * ce_centroid))
+
+
+def test_hybrid_loss_forms_differ_at_the_default_weight():
+    hard_logits, centroid_logits, targets, _, _ = _two_cross_entropies()
+    paper = losses.hybrid_loss(hard_logits, centroid_logits, targets, 0.5, "paper")
+    official = losses.hybrid_loss(hard_logits, centroid_logits, targets, 0.5, "official")
+    assert official.item() < paper.item()
+
+
+def test_hybrid_instance_loss_by_hand():
+    # one sample of cluster 0; slots of cluster 0 give 0 and 1 -> positive 0; cluster 1 -> max = log 3
+    instance_logits = torch.tensor([[[0.0, 1.0], [math.log(3.0), -2.0]]])
+    centroid_logits = torch.tensor([[0.0, 0.0]])
+    targets = torch.tensor([0])
+    ce_instance = math.log(4.0)  # softmax([0, log 3])[0] = 1/4
+    ce_centroid = math.log(2.0)
+    paper = losses.hybrid_instance_loss(instance_logits, centroid_logits, targets, 0.25, "paper")
+    official = losses.hybrid_instance_loss(instance_logits, centroid_logits, targets, 0.25, "official")
+    assert paper.item() == pytest.approx(0.25 * ce_instance + 0.75 * ce_centroid)
+    assert official.item() == pytest.approx(0.25 * ce_centroid + 0.75 * ce_instance)
+
+
+def test_unknown_loss_form_is_rejected():
+    hard_logits, centroid_logits, targets, _, _ = _two_cross_entropies()
+    with pytest.raises(ValueError, match="official"):
+        losses.hybrid_loss(hard_logits, centroid_logits, targets, 0.5, form="mean")
+
+
+def test_gradient_reaches_the_features_only():
+    features = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    features.requires_grad_(True)
+    memory = torch.nn.functional.normalize(torch.randn(3, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    loss = losses.cluster_contrast_loss(losses.memory_logits(features, memory, 0.05), torch.tensor([0, 1, 2, 0]))
+    loss.backward()
+    assert features.grad is not None and torch.isfinite(features.grad).all()
+    assert features.grad.abs().sum() > 0
+    assert memory.grad is None

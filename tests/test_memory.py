@@ -1,0 +1,287 @@
+import collections
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hhcl import memory as mem
+
+
+def unit(*values):
+    vector = torch.tensor(values, dtype=torch.float32)
+    return vector / vector.norm()
+
+
+# --- pure functions ----------------------------------------------------------------------------
+
+
+def test_cluster_centers_are_normalised_means_ignoring_outliers():
+    features = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [5.0, 5.0]])
+    centers = mem.cluster_centers(features, torch.tensor([0, 0, 1, -1]), num_clusters=2)
+    assert torch.allclose(centers, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+
+
+def test_cluster_centers_reject_an_empty_cluster():
+    with pytest.raises(ValueError, match="cluster 1"):
+        mem.cluster_centers(torch.ones(3, 2), torch.tensor([0, 2, 2]), num_clusters=3)
+
+
+def test_momentum_update_by_hand():
+    row = torch.tensor([[1.0, 0.0]])
+    new = torch.tensor([[0.0, 1.0]])
+    updated = mem.momentum_update(row, new, momentum=0.1)
+    assert torch.allclose(updated, torch.tensor([[0.1, 0.9]]) / math.sqrt(0.82))
+
+
+def test_batch_cluster_means():
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    clusters, means = mem.batch_cluster_means(features, torch.tensor([2, 0, 2]))
+    assert clusters.tolist() == [0, 2]
+    assert torch.allclose(means, torch.tensor([[0.0, 1.0], [0.5, 1.5]]))
+
+
+def test_batch_hardest_instances_pick_least_similar_to_the_row():
+    memory = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    features = torch.stack([unit(0.6, 0.8), unit(0.0, 1.0), unit(1.0, 0.0), unit(0.8, 0.6)])
+    targets = torch.tensor([0, 0, 1, 0])
+    clusters, hardest = mem.batch_hardest_instances(features, targets, memory)
+    assert clusters.tolist() == [0, 1]
+    # similarities to row 0: 0.6, 0.0, 0.8 -> the second instance
+    assert torch.allclose(hardest, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+
+
+def test_batch_hardest_instances_break_ties_by_batch_order():
+    memory = torch.tensor([[1.0, 0.0]])
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])  # the last two tie at 0
+    _, hardest = mem.batch_hardest_instances(features, torch.tensor([0, 0, 0]), memory)
+    assert torch.equal(hardest, torch.tensor([[0.0, 1.0]]))
+
+
+def test_batch_instance_slots_count_within_cluster_in_batch_order():
+    slots = mem.batch_instance_slots(torch.tensor([3, 1, 3, 3, 1, 0]))
+    assert slots.tolist() == [0, 0, 1, 2, 1, 0]
+
+
+def test_sample_cluster_members_draw_only_from_their_cluster():
+    features = torch.eye(6)
+    labels = torch.tensor([1, -1, 0, 1, 0, 0])
+    slots = mem.sample_cluster_members(features, labels, num_clusters=2, num_slots=5,
+                                       generator=torch.Generator().manual_seed(0))
+    assert slots.shape == (5, 2, 6)
+    member_of = {0: {2, 4, 5}, 1: {0, 3}}
+    for cluster, members in member_of.items():
+        drawn = slots[:, cluster].argmax(dim=1).tolist()
+        assert set(drawn) <= members
+    again = mem.sample_cluster_members(features, labels, 2, 5, torch.Generator().manual_seed(0))
+    assert torch.equal(slots, again)
+
+
+# --- reference loops: what the authors' per-sample code does ---------------------------------
+
+
+def reference_hard_update(rows, features, targets, momentum):
+    rows = rows.clone()
+    by_cluster = collections.defaultdict(list)
+    for feature, target in zip(features, targets.tolist()):
+        by_cluster[target].append(feature)
+    for target, members in by_cluster.items():
+        similarities = [float(member @ rows[target]) for member in members]
+        hardest = members[similarities.index(min(similarities))]
+        rows[target] = momentum * rows[target] + (1 - momentum) * hardest
+        rows[target] /= rows[target].norm()
+    return rows
+
+
+def reference_mean_update(rows, features, targets, momentum):
+    rows = rows.clone()
+    for target in sorted(set(targets.tolist())):
+        mean = features[targets == target].mean(0)
+        rows[target] = momentum * rows[target] + (1 - momentum) * mean
+        rows[target] /= rows[target].norm()
+    return rows
+
+
+def random_batch(seed, num_clusters=7, batch_size=24, dim=16):
+    generator = torch.Generator().manual_seed(seed)
+    rows = F.normalize(torch.randn(num_clusters, dim, generator=generator), dim=1)
+    features = F.normalize(torch.randn(batch_size, dim, generator=generator), dim=1)
+    targets = torch.randint(0, num_clusters - 2, (batch_size,), generator=generator)  # 2 clusters absent
+    return rows, features, targets
+
+
+# --- memories ----------------------------------------------------------------------------------
+
+
+def test_centroid_memory_update_by_hand():
+    memory = mem.CentroidMemory(num_features=2, num_clusters=3, momentum=0.1)
+    memory.initialize(torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    features = torch.stack([unit(0.6, 0.8), unit(0.0, 1.0), unit(0.8, 0.6), unit(1.0, 0.0)])
+    memory.update(features, torch.tensor([0, 0, 0, 1]))
+    # cluster 0: mean [1.4/3, 2.4/3]; 0.1*[1, 0] + 0.9*mean = [0.52, 0.72]
+    assert torch.allclose(memory.centroid_memory[0], unit(0.52, 0.72))
+    assert torch.allclose(memory.centroid_memory[1], unit(0.9, 0.1))
+    assert torch.allclose(memory.centroid_memory[2], unit(1.0, 1.0))  # absent: untouched
+
+
+def test_centroid_update_equals_the_per_sample_rule_with_one_instance_per_cluster():
+    rows, features, _ = random_batch(0)
+    targets = torch.tensor([4, 0, 2, 1])
+    memory = mem.CentroidMemory(16, 7, momentum=0.1)
+    memory.initialize(rows)
+    memory.update(features[:4], targets)
+    sequential = rows.clone()
+    for feature, target in zip(features[:4], targets.tolist()):
+        sequential[target] = F.normalize(0.1 * sequential[target] + 0.9 * feature, dim=0)
+    assert torch.allclose(memory.centroid_memory, sequential, atol=1e-6)
+
+
+def test_centroid_update_equals_the_batch_mean_rule_on_a_random_batch():
+    rows, features, targets = random_batch(1)
+    memory = mem.CentroidMemory(16, 7, momentum=0.1)
+    memory.initialize(rows)
+    memory.update(features, targets)
+    assert torch.allclose(memory.centroid_memory, reference_mean_update(rows, features, targets, 0.1), atol=1e-6)
+
+
+def test_hard_memory_update_by_hand():
+    memory = mem.HardMemory(num_features=2, num_clusters=3, momentum=0.1)
+    memory.initialize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    features = torch.stack([unit(0.6, 0.8), unit(0.0, 1.0), unit(0.8, 0.6), unit(1.0, 0.0)])
+    memory.update(features, torch.tensor([0, 0, 0, 1]))
+    assert torch.allclose(memory.hard_memory[0], unit(0.1, 0.9))  # the hardest is [0, 1]
+    assert torch.allclose(memory.hard_memory[1], unit(0.9, 0.1))
+    assert torch.allclose(memory.hard_memory[2], unit(1.0, 1.0))
+
+
+def test_hard_update_equals_the_authors_loop_on_a_random_batch():
+    rows, features, targets = random_batch(2)
+    memory = mem.HardMemory(16, 7, momentum=0.1)
+    memory.initialize(rows)
+    memory.update(features, targets)
+    assert torch.allclose(memory.hard_memory, reference_hard_update(rows, features, targets, 0.1), atol=1e-6)
+
+
+def test_hybrid_memory_updates_both_memories_by_their_own_rule():
+    rows, features, targets = random_batch(3)
+    memory = mem.HybridMemory(16, 7, momentum=0.1)
+    memory.initialize(rows)
+    memory.update(features, targets)
+    assert torch.allclose(memory.hard_memory, reference_hard_update(rows, features, targets, 0.1), atol=1e-6)
+    assert torch.allclose(memory.centroid_memory, reference_mean_update(rows, features, targets, 0.1), atol=1e-6)
+
+
+def test_update_normalises_the_features():
+    rows, features, targets = random_batch(4)
+    plain = mem.HybridMemory(16, 7)
+    scaled = mem.HybridMemory(16, 7)
+    plain.initialize(rows)
+    scaled.initialize(rows)
+    plain.update(features, targets)
+    scaled.update(3.0 * features, targets)
+    assert torch.allclose(plain.hard_memory, scaled.hard_memory, atol=1e-6)
+    assert torch.allclose(plain.centroid_memory, scaled.centroid_memory, atol=1e-6)
+
+
+def test_hybrid_instance_memory_overwrites_slots_in_batch_order():
+    memory = mem.HybridInstanceMemory(num_features=2, num_clusters=3, momentum=0.1, num_instances=2)
+    centers = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    memory.initialize(centers)
+    assert torch.equal(memory.instance_memory, centers.expand(2, 3, 2))
+    f0, f1, f2, f3 = unit(1.0, 1.0), unit(1.0, 2.0), unit(2.0, 1.0), unit(-1.0, 3.0)
+    memory.update(torch.stack([f0, f1, f2, f3]), torch.tensor([1, 0, 1, 1]))
+    assert torch.allclose(memory.instance_memory[0, 1], f0)
+    assert torch.allclose(memory.instance_memory[1, 1], f2)  # f3 is a third instance: not stored
+    assert torch.allclose(memory.instance_memory[0, 0], f1)
+    assert torch.equal(memory.instance_memory[1, 0], centers[0])  # no second instance of cluster 0
+    assert torch.equal(memory.instance_memory[:, 2], centers[2].expand(2, 2))
+    # the centroid half moves towards the batch mean, as in the centroid mode
+    expected = reference_mean_update(F.normalize(centers, dim=1), torch.stack([f0, f1, f2, f3]),
+                                     torch.tensor([1, 0, 1, 1]), 0.1)
+    assert torch.allclose(memory.centroid_memory, expected, atol=1e-6)
+
+
+def test_hybrid_instance_memory_initialises_slots_from_cluster_members():
+    memory = mem.HybridInstanceMemory(num_features=4, num_clusters=2, num_instances=3)
+    features = torch.eye(4)
+    labels = torch.tensor([0, 1, 0, -1])
+    centers = mem.cluster_centers(features, labels, 2)
+    memory.initialize(centers, features, labels, torch.Generator().manual_seed(0))
+    assert torch.equal(memory.instance_memory[:, 1], features[1].expand(3, 4))  # one member only
+    assert set(memory.instance_memory[:, 0].argmax(dim=1).tolist()) <= {0, 2}
+
+
+def test_centroid_and_hard_losses_by_hand():
+    temperature = 1.0
+    for memory in (mem.CentroidMemory(2, 2, temperature), mem.HardMemory(2, 2, temperature)):
+        memory.initialize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+        loss = memory(torch.tensor([[2.0, 0.0]]), torch.tensor([0]))  # normalised to [1, 0]
+        assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)))
+
+
+@pytest.mark.parametrize("form", ["paper", "official"])
+def test_hybrid_loss_by_hand(form):
+    memory = mem.HybridMemory(2, 2, temperature=1.0, hard_weight=0.3, loss_form=form)
+    memory.hard_memory.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    memory.centroid_memory.copy_(torch.tensor([[0.6, 0.8], [0.8, 0.6]]))
+    loss = memory(torch.tensor([[2.0, 0.0]]), torch.tensor([0]))
+    ce_hard = math.log(1 + math.exp(-1.0))  # logits [1, 0]
+    ce_centroid = math.log(1 + math.exp(0.2))  # logits [0.6, 0.8]
+    expected = 0.3 * ce_hard + 0.7 * ce_centroid if form == "paper" else 0.3 * (ce_hard + 0.7 * ce_centroid)
+    assert loss.item() == pytest.approx(expected)
+
+
+def test_hybrid_instance_loss_by_hand():
+    memory = mem.HybridInstanceMemory(2, 2, temperature=1.0, hard_weight=0.5, num_instances=2)
+    memory.centroid_memory.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    memory.instance_memory.copy_(torch.tensor([
+        [[1.0, 0.0], [0.6, 0.8]],
+        [[0.0, 1.0], [-1.0, 0.0]],
+    ]))
+    loss = memory(torch.tensor([[1.0, 0.0]]), torch.tensor([0]))
+    # own slots: similarities 1 and 0 -> positive 0; cluster 1 slots: 0.6 and -1 -> negative 0.6
+    ce_instance = math.log(1 + math.exp(0.6))
+    ce_centroid = math.log(1 + math.exp(-1.0))
+    assert loss.item() == pytest.approx(0.5 * ce_instance + 0.5 * ce_centroid)
+
+
+def test_loss_backpropagates_to_features_and_update_needs_no_grad():
+    rows, features, targets = random_batch(5)
+    memory = mem.HybridMemory(16, 7)
+    memory.initialize(rows)
+    features = features.clone().requires_grad_(True)
+    memory(features, targets).backward()
+    assert features.grad is not None and features.grad.abs().sum() > 0
+    memory.update(features, targets)  # gradients on the input must not leak into the memory
+    assert not memory.hard_memory.requires_grad and not memory.centroid_memory.requires_grad
+
+
+def test_memory_rows_stay_unit_length_after_many_updates():
+    rows, _, _ = random_batch(6)
+    generator = torch.Generator().manual_seed(7)
+    memory = mem.HybridInstanceMemory(16, 7, num_instances=4)
+    memory.initialize(rows)
+    for _ in range(20):
+        features = torch.randn(12, 16, generator=generator)
+        memory.update(features, torch.randint(0, 7, (12,), generator=generator))
+    assert torch.allclose(memory.centroid_memory.norm(dim=1), torch.ones(7), atol=1e-5)
+    assert torch.allclose(memory.instance_memory.norm(dim=2), torch.ones(4, 7), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", mem.MEMORY_MODES)
+def test_build_memory_gives_each_mode_and_its_state(mode):
+    memory = mem.build_memory(mode, num_features=8, num_clusters=5, num_instances=3)
+    assert memory.mode == mode
+    state = memory.state_dict()
+    expected = {
+        "centroid": {"centroid_memory"},
+        "hard": {"hard_memory"},
+        "hybrid": {"hard_memory", "centroid_memory"},
+        "hybrid_instance": {"centroid_memory", "instance_memory"},
+    }[mode]
+    assert set(state) == expected
+
+
+def test_build_memory_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match="hybrid_instance"):
+        mem.build_memory("CMhybrid", 8, 5)

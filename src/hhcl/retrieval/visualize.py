@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from hhcl.errors import HHCLError
+from hhcl.retrieval.outputs import ensure_writable_folder
 
 ImageLike = str | os.PathLike | Image.Image
 
@@ -233,7 +234,7 @@ def write_html_page(
             parts.append(_html_cell(path, f"{rank}: {distance:.4f}", color, thumbnail_size))
         parts.append("</tr></table>")
     parts.append("</body></html>")
-    _ensure_folder(output_path.parent)
+    ensure_writable_folder(output_path.parent)
     try:
         output_path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     except OSError as error:
@@ -310,18 +311,9 @@ def _rank_ticks(num_ranks: int) -> list[int]:
     return sorted({1, *range(step, num_ranks + 1, step)})
 
 
-def _ensure_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise HHCLError(f"cannot create the output folder {folder}: {error.strerror or error}") from error
-    if not os.access(folder, os.W_OK):
-        raise HHCLError(f"the output folder {folder} is not writable; choose another --output")
-
-
 def _save_png(image: Image.Image, output_path: str | os.PathLike) -> Path:
     output_path = Path(output_path)
-    _ensure_folder(output_path.parent)
+    ensure_writable_folder(output_path.parent)
     try:
         image.save(output_path, format="PNG")
     except OSError as error:

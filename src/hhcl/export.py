@@ -1,0 +1,234 @@
+"""ONNX export of a feature model, with a dynamic batch dimension and a parity check.
+
+The exported graph takes ``images``: float32 ``(B, 3, H, W)`` normalised with the ImageNet
+mean/std, and returns ``features``: float32 ``(B, D)``, exactly what the PyTorch model returns in
+eval mode. After writing the file, :func:`export_onnx` runs it with onnxruntime on random inputs
+of batch sizes other than the traced one, and refuses a file whose outputs differ.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hhcl.errors import HHCLError
+from hhcl.retrieval.outputs import ensure_writable_folder
+
+logger = logging.getLogger("hhcl.export")
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "features"
+DEFAULT_OPSET = 17
+PARITY_TOLERANCE = 1e-4
+# The traced batch size differs from every parity batch size, so the check proves the batch
+# dimension really is dynamic.
+TRACE_BATCH_SIZE = 2
+PARITY_BATCH_SIZES = (1, 3)
+METADATA_KEY = "hhcl"
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_onnx` wrote and how closely onnxruntime reproduces PyTorch."""
+
+    path: Path
+    max_abs_diff: float
+    tolerance: float
+    parity_batch_sizes: tuple[int, ...]
+    feature_dim: int
+    input_shape: tuple[int, int, int]
+    size_bytes: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        height, width = self.input_shape[1:]
+        return (
+            f"wrote {self.path} ({self.size_bytes / 2**20:.1f} MiB): images (B, 3, {height}, {width}) -> "
+            f"features (B, {self.feature_dim}); onnxruntime parity on batch sizes "
+            f"{', '.join(map(str, self.parity_batch_sizes))}: max abs diff {self.max_abs_diff:.2e} "
+            f"(tolerance {self.tolerance:.0e})"
+        )
+
+
+def export_onnx(
+    model: nn.Module,
+    output_path: str | os.PathLike,
+    height: int = 256,
+    width: int = 128,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = PARITY_TOLERANCE,
+    parity_batch_sizes: Sequence[int] = PARITY_BATCH_SIZES,
+    metadata: dict[str, str | int | float] | None = None,
+    seed: int = 0,
+) -> ExportReport:
+    """Export ``model`` (in eval mode, on the CPU, fp32) to ONNX and check it with onnxruntime.
+
+    Args:
+        model: maps float32 ``(B, 3, height, width)`` to ``(B, D)``; any ``nn.Module`` does. It is
+            exported as a CPU copy in eval mode; the model passed in is left as it was.
+        output_path: the ``.onnx`` file to write; its folder is created.
+        metadata: small facts stored in the file (e.g. ``arch``), read back by
+            :func:`read_onnx_metadata`.
+        tolerance: the largest max abs difference of outputs accepted.
+
+    Returns:
+        An :class:`ExportReport`. Raises :class:`HHCLError` (and removes the file) when parity
+        does not hold, so that a wrong model is never left behind to be deployed.
+    """
+    onnx = _require("onnx")
+    _require("onnxruntime")
+    output_path = Path(output_path)
+    _prepare_output(output_path)
+    export_model = _cpu_eval_copy(model)
+    seconds = {}
+
+    started = time.perf_counter()
+    trace_input = torch.randn(TRACE_BATCH_SIZE, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        feature_dim = int(export_model(trace_input).shape[-1])
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
+        # onnxscript; the TorchScript one handles these conv nets exactly and needs nothing more.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        try:
+            torch.onnx.export(
+                export_model,
+                (trace_input,),
+                str(output_path),
+                dynamo=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+            )
+        except OSError as error:
+            raise HHCLError(f"cannot write {output_path}: {error.strerror or error}") from error
+
+    stored = dict(metadata or {})
+    stored.update(height=height, width=width, feature_dim=feature_dim)
+    proto = onnx.load(str(output_path))
+    proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(stored, sort_keys=True))
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(output_path))
+    seconds["export"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    try:
+        session = onnx_session(output_path)
+        max_abs_diff = _compare(export_model, session, output_path, height, width, parity_batch_sizes, seed + 1)
+    except Exception:
+        output_path.unlink(missing_ok=True)
+        raise
+    seconds["parity"] = time.perf_counter() - started
+    if not max_abs_diff <= tolerance:
+        output_path.unlink(missing_ok=True)
+        raise HHCLError(
+            f"ONNX parity failed for {output_path}: max abs diff {max_abs_diff:.3e} between PyTorch and "
+            f"onnxruntime exceeds {tolerance:.0e}; the file was removed (shape-dependent Python code in "
+            f"forward() is frozen by tracing; otherwise try another --opset)"
+        )
+    report = ExportReport(
+        path=output_path,
+        max_abs_diff=max_abs_diff,
+        tolerance=tolerance,
+        parity_batch_sizes=tuple(parity_batch_sizes),
+        feature_dim=feature_dim,
+        input_shape=(3, height, width),
+        size_bytes=output_path.stat().st_size,
+        seconds=seconds,
+    )
+    logger.debug("%s", report.summary())
+    return report
+
+
+def max_abs_difference(
+    model: nn.Module,
+    onnx_path: str | os.PathLike,
+    height: int = 256,
+    width: int = 128,
+    batch_sizes: Sequence[int] = PARITY_BATCH_SIZES,
+    seed: int = 0,
+) -> float:
+    """The largest ``|PyTorch - onnxruntime|`` over outputs for random ``(b, 3, height, width)`` inputs.
+
+    One random batch per size in ``batch_sizes``; ``model`` runs as a CPU copy in eval mode.
+    """
+    session = onnx_session(onnx_path)
+    return _compare(_cpu_eval_copy(model), session, onnx_path, height, width, batch_sizes, seed)
+
+
+def _compare(model: nn.Module, session, onnx_path, height: int, width: int, batch_sizes: Sequence[int], seed: int) -> float:
+    generator = torch.Generator().manual_seed(seed)
+    largest = 0.0
+    for batch_size in batch_sizes:
+        images = torch.randn(batch_size, 3, height, width, generator=generator)
+        with torch.no_grad():
+            expected = model(images).numpy()
+        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+        if actual.shape != expected.shape:
+            raise HHCLError(
+                f"{onnx_path} returned shape {actual.shape} for a batch of {batch_size}, "
+                f"PyTorch {expected.shape}: the batch dimension is not dynamic"
+            )
+        largest = max(largest, float(np.abs(actual - expected).max()))
+    return largest
+
+
+def onnx_session(onnx_path: str | os.PathLike, device: str = "cpu"):
+    """An ``onnxruntime.InferenceSession`` for ``onnx_path``; a bad file is an :class:`HHCLError`.
+
+    ``device`` "cuda" uses the CUDA provider when onnxruntime has it, else the CPU.
+    """
+    ort = _require("onnxruntime")
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise HHCLError(f"ONNX file {onnx_path} not found; write one with `hhcl export`")
+    providers = ["CPUExecutionProvider"]
+    if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(onnx_path), providers=providers)
+    except Exception as error:  # onnxruntime raises its own untyped errors for bad files
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise HHCLError(f"{onnx_path} is not a readable ONNX model ({first_line}); re-export it with `hhcl export`") from None
+    input_names = [node.name for node in session.get_inputs()]
+    if input_names != [INPUT_NAME]:
+        raise HHCLError(f"{onnx_path} takes inputs {input_names}, not [{INPUT_NAME!r}]; re-export it with `hhcl export`")
+    return session
+
+
+def read_onnx_metadata(session) -> dict:
+    """The facts :func:`export_onnx` stored in the file (``height``, ``width``, ``feature_dim``, ...)."""
+    stored = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    return json.loads(stored) if stored else {}
+
+
+def _cpu_eval_copy(model: nn.Module) -> nn.Module:
+    # A copy, so that the caller's model keeps its device, dtype and train/eval mode.
+    return copy.deepcopy(model).float().cpu().eval()
+
+
+def _prepare_output(output_path: Path) -> None:
+    ensure_writable_folder(output_path.parent)
+    if output_path.is_dir():
+        raise HHCLError(f"--output {output_path} is a folder; give a file name such as model.onnx")
+
+
+def _require(module_name: str):
+    try:
+        return __import__(module_name)
+    except ImportError:
+        raise HHCLError(f"ONNX support needs the {module_name} package: pip install 'hhcl[onnx]'") from None

@@ -6,12 +6,12 @@ from PIL import Image
 
 from hhcl.errors import HHCLError
 from hhcl.retrieval import visualize
+from hhcl.retrieval.search import RankedList
 from hhcl.retrieval.visualize import (
     FALSE_MATCH_COLOR,
     QUERY_COLOR,
     TRUE_MATCH_COLOR,
     UNKNOWN_MATCH_COLOR,
-    RankedList,
     draw_ranked_lists,
     plot_cmc,
     ranked_grid_size,

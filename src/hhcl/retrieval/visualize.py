@@ -11,7 +11,6 @@ import io
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from hhcl.errors import HHCLError
 from hhcl.retrieval.outputs import ensure_writable_folder
+from hhcl.retrieval.search import RankedList
 
 ImageLike = str | os.PathLike | Image.Image
 
@@ -171,17 +171,6 @@ def plot_cmc(
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=QUERY_COLOR)
             draw.text((x + 5, y + 4), f"R{rank}: {100 * rates[rank - 1]:.1f}%", fill=TEXT_COLOR, font=font, anchor="la")
     return _save_png(chart, output_path)
-
-
-@dataclass
-class RankedList:
-    """One query's result: the query and its ranked gallery images, best first."""
-
-    query_path: str
-    gallery_paths: list[str]
-    distances: list[float]
-    query_pid: int | None = None
-    gallery_pids: list[int | None] = field(default_factory=list)
 
 
 def write_html_page(

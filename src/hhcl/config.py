@@ -1,0 +1,384 @@
+"""Typed configuration with YAML presets.
+
+A preset is a YAML file in ``hhcl/configs/`` (``configs/`` at the repository root links there),
+named ``<dataset>_<backbone>.yaml``. A file may name a base file with ``_base_: base.yaml``
+(relative to itself); its keys are merged over the base's, section by section. Any key can then
+be overridden with ``section.key=value`` strings, the value read as YAML (``eps=0.5``,
+``supervised=true``, ``init_weights=null``).
+
+    config = load_config("market1501_resnet50", ["cluster.eps=0.5", "train.epochs=40"])
+    config.cluster.eps  # 0.5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hhcl.errors import HHCLError
+
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+BASE_KEY = "_base_"
+
+MEMORY_MODES = ("centroid", "hard", "hybrid", "hybrid_instance")
+LOSS_FORMS = ("paper", "official")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class DatasetConfig:
+    """Which images to train and evaluate on, and how they are read."""
+
+    name: str = "market1501"
+    root: str = "data/market1501"
+    options: dict = field(default_factory=dict)  # passed to hhcl.data.load_dataset (e.g. synthetic's size)
+    height: int = 256
+    width: int = 128
+    num_workers: int = 4
+
+
+@dataclass
+class ModelConfig:
+    """The backbone and its embedding head (hhcl.models.build_model)."""
+
+    arch: str = "resnet50"
+    pooling: str = "avg"
+    num_features: int = 0
+    last_stride: int = 1
+    weights: str | None = None  # a local backbone file (e.g. torchvision's ImageNet ResNet-50)
+    init_weights: str | None = None  # a whole re-ID checkpoint to start from (load_weights)
+    sync_bn: bool = False
+
+
+@dataclass
+class ClusterConfig:
+    """Pseudo-labels: k-reciprocal Jaccard distance, then DBSCAN."""
+
+    eps: float = 0.6
+    min_samples: int = 4
+    k1: int = 30
+    k2: int = 6
+
+
+@dataclass
+class MemoryConfig:
+    """The cluster memory and its loss (hhcl.memory)."""
+
+    mode: str = "hybrid"
+    temperature: float = 0.05
+    momentum: float = 0.1
+    hard_weight: float = 0.5
+    loss_form: str = "paper"
+
+
+@dataclass
+class OptimConfig:
+    """Adam with a step learning-rate schedule, stepped once per epoch."""
+
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    step_size: int = 20
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """The epoch loop."""
+
+    epochs: int = 60
+    iters: int = 200
+    batch_size: int = 256  # across all ranks under DDP
+    num_instances: int = 16
+    seed: int = 1
+    supervised: bool = False  # train on the ground-truth identities (the paper's upper bound)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    precision: str = "auto"  # auto = AMP bf16 (fp16 without bf16) on CUDA, fp32 on CPU
+    channels_last: bool = True  # on CUDA only
+    deterministic: bool = True
+    extract_batch_size: int = 128
+    log_every: int = 20
+
+
+@dataclass
+class EvaluationConfig:
+    """Evaluation on the query/gallery split, when the dataset has a labelled one."""
+
+    eval_every: int = 10  # epochs; 0 = only after the last epoch
+    rerank: bool = False
+    select_best: bool = False  # keep the epoch of best test mAP: this uses the test labels
+
+
+@dataclass
+class Config:
+    """A whole training configuration. Sections: dataset, model, cluster, memory, optim, train, evaluation."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "Config":
+        config = cls()
+        _merge_into(config, values, source)
+        config.validate(source)
+        return config
+
+    def validate(self, source: str = "config") -> None:
+        """Raise HHCLError naming the first invalid value."""
+        checks = [
+            ("memory.mode", self.memory.mode in MEMORY_MODES, f"one of {', '.join(MEMORY_MODES)}"),
+            ("memory.loss_form", self.memory.loss_form in LOSS_FORMS, f"one of {', '.join(LOSS_FORMS)}"),
+            ("memory.temperature", self.memory.temperature > 0, "a positive number"),
+            ("memory.momentum", 0.0 <= self.memory.momentum <= 1.0, "in [0, 1]"),
+            ("memory.hard_weight", 0.0 <= self.memory.hard_weight <= 1.0, "in [0, 1]"),
+            ("train.precision", self.train.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+            ("train.epochs", self.train.epochs >= 1, "at least 1"),
+            ("train.iters", self.train.iters >= 1, "at least 1"),
+            ("train.num_instances", self.train.num_instances >= 1, "at least 1"),
+            ("train.batch_size", self.train.batch_size >= self.train.num_instances
+             and self.train.batch_size % self.train.num_instances == 0,
+             f"a multiple of train.num_instances ({self.train.num_instances})"),
+            ("cluster.eps", self.cluster.eps > 0, "a positive number"),
+            ("cluster.min_samples", self.cluster.min_samples >= 1, "at least 1"),
+            ("cluster.k1", self.cluster.k1 >= 1, "at least 1"),
+            ("cluster.k2", self.cluster.k2 >= 1, "at least 1"),
+            ("optim.lr", self.optim.lr > 0, "a positive number"),
+            ("optim.step_size", self.optim.step_size >= 1, "at least 1"),
+            ("dataset.height", self.dataset.height >= 8, "at least 8"),
+            ("dataset.width", self.dataset.width >= 8, "at least 8"),
+            ("dataset.num_workers", self.dataset.num_workers >= 0, "0 or more"),
+            ("evaluation.eval_every", self.evaluation.eval_every >= 0, "0 or more"),
+        ]
+        for key, ok, expected in checks:
+            if not ok:
+                raise HHCLError(f"{source}: {key} = {self.get(key)!r} is invalid; it must be {expected}")
+
+    def get(self, key: str) -> Any:
+        section, name = key.split(".", 1)
+        value = getattr(self, section)
+        for part in name.split("."):
+            value = value[part] if isinstance(value, dict) else getattr(value, part)
+        return value
+
+
+def valid_keys() -> list[str]:
+    """Every ``section.key`` a config accepts."""
+    keys = []
+    for section in dataclasses.fields(Config):
+        for item in dataclasses.fields(_section_type(section.name)):
+            keys.append(f"{section.name}.{item.name}")
+    return keys
+
+
+def list_presets() -> list[str]:
+    """Names of the shipped presets (without ``.yaml``); ``base`` is a base file, not a preset."""
+    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml") if path.stem != "base")
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """Resolve a preset name (``market1501_resnet50``) or a YAML path to an existing file."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.suffix in (".yaml", ".yml") or candidate.parent != Path("."):
+        if not candidate.is_file():
+            raise HHCLError(f"config file {candidate} not found; give a YAML file or one of: {', '.join(list_presets())}")
+        return candidate
+    preset = PRESET_DIR / f"{candidate.name}.yaml"
+    if preset.is_file():
+        return preset
+    if candidate.is_file():
+        return candidate
+    suggestion = _closest(str(name_or_path), list_presets())
+    hint = f"did you mean {suggestion!r}? " if suggestion else ""
+    raise HHCLError(f"unknown config preset {str(name_or_path)!r}; {hint}presets: {', '.join(list_presets())}")
+
+
+def load_config(path_or_preset: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
+    """Read a preset or YAML file (with its ``_base_`` chain), then apply ``a.b=c`` overrides.
+
+    ``None`` gives the built-in defaults (the paper's setup on Market-1501 with ResNet-50).
+    """
+    values: dict = {}
+    source = "defaults"
+    if path_or_preset is not None:
+        path = preset_path(path_or_preset)
+        values = _read_with_bases(path, seen=())
+        source = str(path)
+    config = Config()
+    _merge_into(config, values, source)
+    apply_overrides(config, overrides)
+    config.validate(source)
+    return config
+
+
+def apply_overrides(config: Config, overrides: typing.Iterable[str]) -> Config:
+    """Set ``section.key=value`` strings on ``config`` in place (value parsed as YAML)."""
+    for override in overrides:
+        if "=" not in override:
+            raise HHCLError(f"override {override!r} must read section.key=value, for example cluster.eps=0.5")
+        key, text = override.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        _set_key(config, key, value, source=f"override {override!r}")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise HHCLError(f"config file {path} includes itself through {BASE_KEY}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        first_line = str(error).splitlines()[0]
+        raise HHCLError(f"config file {path} is not valid YAML: {first_line}") from None
+    if not isinstance(values, dict):
+        raise HHCLError(f"config file {path} must hold a mapping of sections, not {type(values).__name__}")
+    base = values.pop(BASE_KEY, None)
+    if base is None:
+        return values
+    merged = _read_with_bases((path.parent / base), seen + (path,))
+    return _deep_merge(merged, values)
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _merge_into(config: Config, values: dict, source: str) -> None:
+    for section, items in values.items():
+        if not isinstance(items, dict):
+            raise HHCLError(f"{source}: section {section!r} must be a mapping of keys, e.g. {section}: {{key: value}}")
+        for name, value in items.items():
+            _set_key(config, f"{section}.{name}", value, source)
+
+
+def _section_type(section: str) -> type:
+    return typing.get_type_hints(Config)[section]
+
+
+def _set_key(config: Config, key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    section_names = [item.name for item in dataclasses.fields(Config)]
+    if len(parts) < 2 or parts[0] not in section_names:
+        _unknown_key(key, source)
+    section = getattr(config, parts[0])
+    hints = typing.get_type_hints(type(section))
+    if parts[1] not in hints:
+        _unknown_key(key, source)
+    expected = hints[parts[1]]
+    if len(parts) > 2:
+        # a key inside a free-form mapping such as dataset.options.num_identities
+        if _origin(expected) is not dict:
+            _unknown_key(key, source)
+        target = getattr(section, parts[1])
+        for part in parts[2:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+        return
+    setattr(section, parts[1], _coerce(value, expected, key, source))
+
+
+def _origin(annotation) -> Any:
+    return typing.get_origin(annotation) or annotation
+
+
+def _coerce(value: Any, expected, key: str, source: str) -> Any:
+    allowed = typing.get_args(expected) if _origin(expected) in (typing.Union, types.UnionType) else (expected,)
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if type(None) in allowed:
+            return None
+    kinds = [kind for kind in allowed if kind is not type(None)]
+    for kind in kinds:
+        converted = _convert(value, _origin(kind))
+        if converted is not _INVALID:
+            return converted
+    names = " or ".join(getattr(_origin(kind), "__name__", str(kind)) for kind in allowed)
+    raise HHCLError(f"{source}: {key} = {value!r} is not a valid {names}")
+
+
+_INVALID = object()
+
+
+def _convert(value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        return _INVALID
+    if kind is int:
+        if isinstance(value, bool):
+            return _INVALID
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                return _INVALID
+        return _INVALID
+    if kind is float:
+        if isinstance(value, bool):
+            return _INVALID
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 3.5e-4 as a string
+            except ValueError:
+                return _INVALID
+        return _INVALID
+    if kind is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        return _INVALID
+    if kind is dict:
+        return dict(value) if isinstance(value, dict) else _INVALID
+    return _INVALID
+
+
+def _closest(key: str, candidates: list[str]) -> str | None:
+    matches = difflib.get_close_matches(key, candidates, n=1, cutoff=0.0)
+    return matches[0] if matches else None
+
+
+def _unknown_key(key: str, source: str) -> typing.NoReturn:
+    keys = valid_keys()
+    closest = _closest(key, keys)
+    # also try the last part alone: "eps" -> "cluster.eps"
+    by_name = [candidate for candidate in keys if candidate.split(".")[-1] == key.split(".")[-1]]
+    suggestion = by_name[0] if by_name else closest
+    raise HHCLError(f"{source}: unknown config key {key!r}; did you mean {suggestion!r}?")

@@ -1,0 +1,111 @@
+import pytest
+import yaml
+
+from hhcl import config as cfg
+from hhcl.errors import HHCLError
+
+PAPER_EPS = {"market1501": 0.45, "dukemtmcreid": 0.6, "msmt17": 0.7}
+
+
+def test_defaults_are_the_papers_setup():
+    config = cfg.load_config()
+    assert config.model.arch == "resnet50"
+    assert (config.train.batch_size, config.train.num_instances) == (256, 16)
+    assert (config.optim.lr, config.optim.weight_decay) == (3.5e-4, 5e-4)
+    assert (config.optim.step_size, config.optim.gamma) == (20, 0.1)
+    assert (config.train.epochs, config.train.iters) == (60, 200)
+    assert (config.memory.mode, config.memory.temperature, config.memory.momentum) == ("hybrid", 0.05, 0.1)
+    assert (config.cluster.k1, config.cluster.k2, config.cluster.min_samples) == (30, 6, 4)
+
+
+@pytest.mark.parametrize("dataset", sorted(PAPER_EPS))
+def test_dataset_presets_carry_the_papers_eps_and_inherit_the_base(dataset):
+    config = cfg.load_config(f"{dataset}_resnet50")
+    assert config.dataset.name == dataset
+    assert config.cluster.eps == PAPER_EPS[dataset]
+    assert config.train.iters == (300 if dataset == "msmt17" else 200)
+    assert config.optim.lr == 3.5e-4  # from base.yaml
+    assert isinstance(config.optim.lr, float)
+
+
+def test_every_shipped_preset_loads():
+    presets = cfg.list_presets()
+    assert "base" not in presets
+    assert {"market1501_resnet50", "dukemtmcreid_resnet50", "msmt17_resnet50", "demo"} <= set(presets)
+    for name in presets:
+        cfg.load_config(name)
+
+
+def test_base_defaults_match_the_dataclass_defaults():
+    # base.yaml and the dataclasses must not drift apart: both describe the paper's setup
+    base = yaml.safe_load((cfg.PRESET_DIR / "base.yaml").read_text())
+    defaults = cfg.Config().to_dict()
+    for section, values in base.items():
+        for key, value in values.items():
+            assert cfg.Config.from_dict({section: {key: value}}).get(f"{section}.{key}") == defaults[section][key]
+
+
+def test_overrides_are_typed():
+    config = cfg.load_config("market1501_resnet50", [
+        "cluster.eps=0.5", "train.epochs=3", "optim.lr=1e-3", "train.supervised=true",
+        "model.init_weights=run/model.pth", "model.weights=null", "dataset.options.num_identities=40",
+    ])
+    assert config.cluster.eps == 0.5
+    assert config.train.epochs == 3
+    assert config.optim.lr == 1e-3 and isinstance(config.optim.lr, float)
+    assert config.train.supervised is True
+    assert config.model.init_weights == "run/model.pth"
+    assert config.model.weights is None
+    assert config.dataset.options == {"num_identities": 40}
+
+
+def test_unknown_key_names_the_closest_valid_key():
+    with pytest.raises(HHCLError, match="did you mean 'memory.temperature'"):
+        cfg.load_config("market1501_resnet50", ["memory.temprature=0.1"])
+    with pytest.raises(HHCLError, match="did you mean 'cluster.eps'"):
+        cfg.load_config(None, ["eps=0.5"])
+
+
+def test_bad_values_are_one_line_errors_naming_the_key():
+    for override, key in [("train.epochs=abc", "train.epochs"), ("memory.mode=CM", "memory.mode"),
+                          ("train.batch_size=100", "train.batch_size"), ("memory.loss_form=mean", "memory.loss_form")]:
+        with pytest.raises(HHCLError) as error:
+            cfg.load_config("market1501_resnet50", [override])
+        assert key in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(HHCLError, match="section.key=value"):
+        cfg.load_config(None, ["cluster.eps"])
+
+
+def test_yaml_file_with_a_base_chain(tmp_path):
+    (tmp_path / "parent.yaml").write_text("_base_: " + str(cfg.PRESET_DIR / "market1501_resnet50.yaml")
+                                          + "\ncluster:\n  k1: 20\n")
+    (tmp_path / "child.yaml").write_text("_base_: parent.yaml\ntrain:\n  epochs: 2\n")
+    config = cfg.load_config(tmp_path / "child.yaml", ["cluster.k2=4"])
+    assert (config.cluster.eps, config.cluster.k1, config.cluster.k2, config.train.epochs) == (0.45, 20, 4, 2)
+
+
+def test_a_base_cycle_and_bad_files_are_reported(tmp_path):
+    (tmp_path / "a.yaml").write_text("_base_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")
+    with pytest.raises(HHCLError, match="includes itself"):
+        cfg.load_config(tmp_path / "a.yaml")
+    (tmp_path / "bad.yaml").write_text("cluster: [1, 2\n")
+    with pytest.raises(HHCLError, match="not valid YAML"):
+        cfg.load_config(tmp_path / "bad.yaml")
+    with pytest.raises(HHCLError, match="not found"):
+        cfg.load_config(tmp_path / "missing.yaml")
+    with pytest.raises(HHCLError, match="did you mean 'market1501_resnet50'"):
+        cfg.load_config("market1501_resnet5")
+
+
+def test_yaml_round_trip():
+    config = cfg.load_config("dukemtmcreid_resnet50", ["dataset.options.seed=3"])
+    again = cfg.Config.from_dict(yaml.safe_load(config.to_yaml()))
+    assert again == config
+
+
+def test_memory_modes_agree_with_the_memory_module():
+    from hhcl import losses, memory
+
+    assert cfg.MEMORY_MODES == memory.MEMORY_MODES
+    assert cfg.LOSS_FORMS == losses.LOSS_FORMS

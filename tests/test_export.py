@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,20 @@ def test_missing_or_corrupt_onnx_file_names_it(tmp_path, content):
         path.write_bytes(content)
     with pytest.raises(HHCLError, match=re.escape(str(path))):
         onnx_session(path)
+
+
+OSNET_WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "osnet_x0_25_msmt17.pth"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["osnet_x0_25", "resnet50"])
+def test_parity_of_the_real_architectures(tmp_path, arch):
+    from hhcl.models import build_model, load_weights
+
+    model = build_model(arch)
+    if arch == "osnet_x0_25" and OSNET_WEIGHTS.is_file():
+        load_weights(model, OSNET_WEIGHTS, verbose=False)  # real activations, not a random net's
+    report = export_onnx(model, tmp_path / f"{arch}.onnx", metadata={"arch": arch})
+    assert report.max_abs_diff <= 1e-4
+    assert report.feature_dim == model.feature_dim
+    assert read_onnx_metadata(onnx_session(report.path))["arch"] == arch

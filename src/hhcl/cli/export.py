@@ -1,0 +1,34 @@
+"""``hhcl export``: write a trained model as ONNX with a dynamic batch, and check parity with onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hhcl.export import DEFAULT_OPSET, PARITY_TOLERANCE
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", required=True, metavar="FILE", help="trained weights (.pth/.pt/.tar)")
+    parser.add_argument("--arch", required=True, metavar="ARCH", help="architecture of the weights, e.g. osnet_x0_25")
+    parser.add_argument("--output", required=True, metavar="FILE", help="the .onnx file to write")
+    parser.add_argument("--height", type=int, default=256, help="input height (default 256)")
+    parser.add_argument("--width", type=int, default=128, help="input width (default 128)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument(
+        "--tolerance", type=float, default=PARITY_TOLERANCE,
+        help=f"largest max abs difference accepted between PyTorch and onnxruntime (default {PARITY_TOLERANCE:g})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from hhcl.export import export_onnx
+    from hhcl.retrieval.extractor import load_trained_model
+
+    model = load_trained_model(args.arch, args.weights)
+    report = export_onnx(
+        model, args.output, height=args.height, width=args.width, opset=args.opset, tolerance=args.tolerance,
+        metadata={"arch": args.arch, "weights": Path(args.weights).name},
+    )
+    print(report.summary())
+    return 0

@@ -11,7 +11,8 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from hhcl.errors import HHCLError  # noqa: E402
-from hhcl.export import export_onnx, max_abs_difference, onnx_session, read_onnx_metadata  # noqa: E402
+from hhcl.export import export_onnx, max_abs_difference  # noqa: E402
+from hhcl.retrieval.onnx_backend import onnx_session, read_onnx_metadata  # noqa: E402
 
 HEIGHT, WIDTH = 32, 16
 

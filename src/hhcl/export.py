@@ -23,19 +23,17 @@ import torch
 from torch import nn
 
 from hhcl.errors import HHCLError
+from hhcl.retrieval.onnx_backend import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_session, require_module
 from hhcl.retrieval.outputs import ensure_writable_folder
 
 logger = logging.getLogger("hhcl.export")
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "features"
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-4
 # The traced batch size differs from every parity batch size, so the check proves the batch
 # dimension really is dynamic.
 TRACE_BATCH_SIZE = 2
 PARITY_BATCH_SIZES = (1, 3)
-METADATA_KEY = "hhcl"
 
 
 @dataclass
@@ -79,15 +77,15 @@ def export_onnx(
             exported as a CPU copy in eval mode; the model passed in is left as it was.
         output_path: the ``.onnx`` file to write; its folder is created.
         metadata: small facts stored in the file (e.g. ``arch``), read back by
-            :func:`read_onnx_metadata`.
+            :func:`hhcl.retrieval.onnx_backend.read_onnx_metadata`.
         tolerance: the largest max abs difference of outputs accepted.
 
     Returns:
         An :class:`ExportReport`. Raises :class:`HHCLError` (and removes the file) when parity
         does not hold, so that a wrong model is never left behind to be deployed.
     """
-    onnx = _require("onnx")
-    _require("onnxruntime")
+    onnx = require_module("onnx")
+    require_module("onnxruntime")
     output_path = Path(output_path)
     _prepare_output(output_path)
     export_model = _cpu_eval_copy(model)
@@ -187,35 +185,6 @@ def _compare(model: nn.Module, session, onnx_path, height: int, width: int, batc
     return largest
 
 
-def onnx_session(onnx_path: str | os.PathLike, device: str = "cpu"):
-    """An ``onnxruntime.InferenceSession`` for ``onnx_path``; a bad file is an :class:`HHCLError`.
-
-    ``device`` "cuda" uses the CUDA provider when onnxruntime has it, else the CPU.
-    """
-    ort = _require("onnxruntime")
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise HHCLError(f"ONNX file {onnx_path} not found; write one with `hhcl export`")
-    providers = ["CPUExecutionProvider"]
-    if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        session = ort.InferenceSession(str(onnx_path), providers=providers)
-    except Exception as error:  # onnxruntime raises its own untyped errors for bad files
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise HHCLError(f"{onnx_path} is not a readable ONNX model ({first_line}); re-export it with `hhcl export`") from None
-    input_names = [node.name for node in session.get_inputs()]
-    if input_names != [INPUT_NAME]:
-        raise HHCLError(f"{onnx_path} takes inputs {input_names}, not [{INPUT_NAME!r}]; re-export it with `hhcl export`")
-    return session
-
-
-def read_onnx_metadata(session) -> dict:
-    """The facts :func:`export_onnx` stored in the file (``height``, ``width``, ``feature_dim``, ...)."""
-    stored = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    return json.loads(stored) if stored else {}
-
-
 def _cpu_eval_copy(model: nn.Module) -> nn.Module:
     # A copy, so that the caller's model keeps its device, dtype and train/eval mode.
     return copy.deepcopy(model).float().cpu().eval()
@@ -225,10 +194,3 @@ def _prepare_output(output_path: Path) -> None:
     ensure_writable_folder(output_path.parent)
     if output_path.is_dir():
         raise HHCLError(f"--output {output_path} is a folder; give a file name such as model.onnx")
-
-
-def _require(module_name: str):
-    try:
-        return __import__(module_name)
-    except ImportError:
-        raise HHCLError(f"ONNX support needs the {module_name} package: pip install 'hhcl[onnx]'") from None

@@ -6,7 +6,7 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from hhcl.cli import main  # noqa: E402
-from hhcl.export import onnx_session, read_onnx_metadata  # noqa: E402
+from hhcl.retrieval.onnx_backend import onnx_session, read_onnx_metadata  # noqa: E402
 from hhcl.models import build_model  # noqa: E402
 
 

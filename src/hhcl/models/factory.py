@@ -1,0 +1,77 @@
+"""``build_model``: the architectures by name, with the re-ID head on top."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from os import PathLike
+
+from torch import nn
+
+from hhcl.errors import HHCLError
+from hhcl.models.head import ReIDModel
+from hhcl.models.osnet import OSNET_CHANNELS, osnet
+from hhcl.models.pooling import build_pooling
+from hhcl.models.resnet import RESNET_LAYERS, resnet
+from hhcl.models.resnet_ibn import resnet50_ibn_a
+from hhcl.models.weights import load_weights
+
+
+def _resnet_builder(name: str) -> Callable[[int], nn.Module]:
+    return lambda last_stride: resnet(name, last_stride=last_stride)
+
+
+def _osnet_builder(name: str) -> Callable[[int], nn.Module]:
+    return lambda last_stride: osnet(name)
+
+
+# arch name -> constructor(last_stride) of the backbone
+BACKBONES: dict[str, Callable[[int], nn.Module]] = {
+    **{name: _resnet_builder(name) for name in RESNET_LAYERS},
+    "resnet50_ibn_a": lambda last_stride: resnet50_ibn_a(last_stride=last_stride),
+    **{name: _osnet_builder(name) for name in OSNET_CHANNELS},
+}
+
+
+def list_archs() -> list[str]:
+    """The architecture names :func:`build_model` accepts."""
+    return list(BACKBONES)
+
+
+def check_arch(arch: str) -> None:
+    """Raise a one-line :class:`HHCLError` when ``arch`` is not a known architecture."""
+    if arch in BACKBONES:
+        return
+    close = difflib.get_close_matches(arch, BACKBONES, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise HHCLError(f"unknown architecture {arch!r}{hint}: choose one of {', '.join(BACKBONES)}")
+
+
+def build_model(arch: str, pooling: str = "avg", num_features: int = 0, last_stride: int = 1, norm: bool = True,
+                weights: str | PathLike[str] | None = None, freeze_bn: bool = False) -> ReIDModel:
+    """Build the re-ID model ``arch`` with its head; load ``weights`` (a local file) when given.
+
+    - ``pooling``: ``"avg"`` or ``"gem"``.
+    - ``num_features``: size of a linear embedding after pooling; 0 keeps the backbone's feature
+      (2048 for ResNet-50/101/152 and IBN-ResNet-50, 512 for ResNet-18/34 and every OSNet).
+    - ``last_stride``: stride of the last ResNet stage (1 gives a 16x8 map for 256x128 input).
+      OSNet's last stage has no stride, so it only takes 1.
+    - ``norm``: L2-normalise the eval-mode output.
+    - ``freeze_bn``: keep every BatchNorm in eval mode while training.
+
+    Input ``(B, 3, H, W)`` float32 normalised with the ImageNet mean/std; output ``(B, model.feature_dim)``.
+    """
+    check_arch(arch)
+    if last_stride not in (1, 2):
+        raise HHCLError(f"last_stride must be 1 or 2, got {last_stride}")
+    if arch.startswith("osnet") and last_stride != 1:
+        raise HHCLError(f"{arch} has no stride in its last stage: use last_stride=1 (got {last_stride})")
+    if num_features < 0:
+        raise HHCLError(f"num_features must be 0 (no embedding) or positive, got {num_features}")
+    build_options = {"arch": arch, "pooling": pooling, "num_features": num_features, "last_stride": last_stride,
+                     "norm": norm}
+    model = ReIDModel(BACKBONES[arch](last_stride), build_pooling(pooling), num_features=num_features, norm=norm,
+                      freeze_bn=freeze_bn, build_options=build_options)
+    if weights is not None:
+        load_weights(model, weights)
+    return model

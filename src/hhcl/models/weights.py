@@ -1,0 +1,190 @@
+"""Load weights from a local checkpoint file into a model (nothing is downloaded).
+
+Accepted files: a plain state_dict; ``{"state_dict": ...}`` or ``{"model": ...}`` wrappers (hhcl's
+own checkpoints keep the model under ``"model"``); keys prefixed by ``module.`` (DataParallel /
+DistributedDataParallel) or ``_orig_mod.`` (``torch.compile``); backbone files of torchvision
+(ResNet), the IBN-Net release and torchreid (OSNet), whose ImageNet or identity heads
+(``fc.*`` of a ResNet, ``classifier.*``) are not part of a re-ID model and are skipped.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hhcl.errors import HHCLError
+from hhcl.models.head import ReIDModel
+
+# Heads of classification checkpoints: skipped when the model has no module of that name.
+CLASSIFICATION_HEADS = ("classifier.", "fc.")
+# Prefixes added by wrappers around a model when its state_dict was saved.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did. Key names are the model's (``loaded``, ``missing``) or the file's."""
+
+    path: Path
+    kind: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    fresh_head: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        def counted(label: str, names: list[str]) -> str:
+            if not names:
+                return f"0 {label}"
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            return f"{len(names)} {label} ({shown})"
+
+        parts = [f"{len(self.loaded)} loaded", counted("skipped", self.skipped), counted("missing", self.missing),
+                 counted("unexpected", self.unexpected)]
+        line = f"weights {self.path} ({self.kind}): " + ", ".join(parts)
+        if self.fresh_head:
+            line += f"; the re-ID head starts fresh ({len(self.fresh_head)} tensors)"
+        return line
+
+
+def _numpy_safe_globals() -> list:
+    """Numpy scalar types: old training scripts store metrics such as ``best_mAP`` as numpy floats."""
+    multiarray = getattr(np, "_core", None) or np.core
+    dtype_classes = [type(np.dtype(name)) for name in ("float64", "float32", "int64", "int32", "bool")]
+    return [multiarray.multiarray.scalar, np.dtype, *dtype_classes]
+
+
+def read_checkpoint(path: str | PathLike[str]) -> object:
+    """``torch.load(path, weights_only=True)`` on CPU, with one-line errors for unreadable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise HHCLError(f"weights file {path} not found: give the path of a .pth/.pt/.tar checkpoint")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        message = str(error)
+        if "Unsupported global" in message:
+            global_name = message.split("Unsupported global:", 1)[1].split("was not")[0].strip()
+            raise HHCLError(
+                f"{path} holds Python objects that safe loading refuses ({global_name}): "
+                f"re-save only its tensors with torch.save(model.state_dict(), ...)"
+            ) from None
+        raise HHCLError(f"{path} is not a PyTorch checkpoint ({_first_line(error)})") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, UnicodeDecodeError, KeyError) as error:
+        raise HHCLError(f"{path} is not a PyTorch checkpoint ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first}" if first else f"{type(error).__name__}: truncated or empty file"
+
+
+def _is_state_dict(value: object) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def extract_state_dict(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict inside ``checkpoint``, unwrapped and with wrapper prefixes removed."""
+    state = checkpoint
+    for _ in range(3):
+        if _is_state_dict(state):
+            break
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        elif isinstance(state, dict) and isinstance(state.get("model"), dict):
+            state = state["model"]
+        else:
+            break
+    if not _is_state_dict(state):
+        if isinstance(state, dict):
+            keys = ", ".join(map(str, list(state)[:6]))
+            raise HHCLError(f"{path} holds no state_dict (top-level keys: {keys}): expected tensors, or a "
+                            f"'state_dict' or 'model' entry holding them")
+        raise HHCLError(f"{path} holds a {type(state).__name__}, not a state_dict of tensors")
+    cleaned: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, stripped = key[len(prefix):], True
+        cleaned[key] = tensor
+    return cleaned
+
+
+def _unwrap_model(model: nn.Module) -> nn.Module:
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def load_weights(model: nn.Module, path: str | PathLike[str], verbose: bool = True) -> LoadReport:
+    """Copy the tensors of the checkpoint at ``path`` into ``model``; print one summary line to stderr.
+
+    With a :class:`ReIDModel`, a file whose keys start with ``backbone.`` is a whole hhcl model;
+    any other file is a backbone (torchvision, IBN-Net, torchreid) loaded into ``model.backbone``,
+    and the re-ID head keeps its fresh initialisation. Raises a one-line :class:`HHCLError` for a
+    file that is not a checkpoint, one whose tensors match nothing in the model, or a tensor whose
+    shape differs from the model's (naming the tensor and both shapes).
+    """
+    path = Path(path)
+    model = _unwrap_model(model)
+    file_state = extract_state_dict(read_checkpoint(path), path)
+    model_state = model.state_dict()
+    arch = model.build_options.get("arch", type(model).__name__) if isinstance(model, ReIDModel) else type(model).__name__
+
+    if isinstance(model, ReIDModel) and not any(key.startswith("backbone.") for key in file_state):
+        kind, prefix = "backbone", "backbone."
+    else:
+        kind, prefix = ("hhcl model" if isinstance(model, ReIDModel) else "state_dict"), ""
+    report = LoadReport(path=path, kind=kind)
+
+    to_load: dict[str, torch.Tensor] = {}
+    for file_key, tensor in file_state.items():
+        model_key = prefix + file_key
+        if model_key in model_state:
+            expected = model_state[model_key]
+            if tuple(tensor.shape) != tuple(expected.shape):
+                raise HHCLError(
+                    f"{path}: tensor {file_key!r} has shape {tuple(tensor.shape)} in the file but "
+                    f"{tuple(expected.shape)} in the {arch} model: the file was saved for another "
+                    f"architecture or embedding size"
+                )
+            to_load[model_key] = tensor
+        elif any(file_key.startswith(head) for head in CLASSIFICATION_HEADS) and not any(
+            key.startswith(prefix + file_key.split(".", 1)[0] + ".") for key in model_state
+        ):
+            report.skipped.append(file_key)
+        else:
+            report.unexpected.append(file_key)
+
+    if not to_load:
+        example = ", ".join(list(file_state)[:2])
+        raise HHCLError(f"{path}: none of its {len(file_state)} tensors ({example}, ...) belongs to a {arch} "
+                        f"model: choose the architecture the file was trained with")
+
+    report.loaded = list(to_load)
+    for key in model_state:
+        if key in to_load:
+            continue
+        if not key.startswith(prefix):
+            report.fresh_head.append(key)
+        elif not key.endswith("num_batches_tracked"):
+            # Files saved before PyTorch 0.4.1 have no batch counters: nothing is lost without them.
+            report.missing.append(key)
+    model.load_state_dict(to_load, strict=False)
+    if verbose:
+        print(report, file=sys.stderr)
+    return report

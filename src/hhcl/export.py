@@ -24,7 +24,7 @@ from torch import nn
 
 from hhcl.errors import HHCLError
 from hhcl.retrieval.onnx_backend import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_session, require_module
-from hhcl.retrieval.outputs import ensure_writable_folder
+from hhcl.retrieval.outputs import check_output_file
 
 logger = logging.getLogger("hhcl.export")
 
@@ -87,7 +87,7 @@ def export_onnx(
     onnx = require_module("onnx")
     require_module("onnxruntime")
     output_path = Path(output_path)
-    _prepare_output(output_path)
+    check_output_file(output_path)
     export_model = _cpu_eval_copy(model)
     seconds = {}
 
@@ -188,9 +188,3 @@ def _compare(model: nn.Module, session, onnx_path, height: int, width: int, batc
 def _cpu_eval_copy(model: nn.Module) -> nn.Module:
     # A copy, so that the caller's model keeps its device, dtype and train/eval mode.
     return copy.deepcopy(model).float().cpu().eval()
-
-
-def _prepare_output(output_path: Path) -> None:
-    ensure_writable_folder(output_path.parent)
-    if output_path.is_dir():
-        raise HHCLError(f"--output {output_path} is a folder; give a file name such as model.onnx")

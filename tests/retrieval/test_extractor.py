@@ -215,3 +215,29 @@ def test_onnx_backend_checks_the_arch_and_precision(small_onnx):
         FeatureExtractor("resnet50", small_onnx, backend="onnx")
     with pytest.raises(HHCLError, match="fp32"):
         FeatureExtractor("osnet_x0_25", small_onnx, backend="onnx", precision="bf16")
+
+
+def test_an_hhcl_model_file_is_rebuilt_with_its_options(tmp_path, image_files):
+    torch.manual_seed(0)
+    model = build_model("osnet_x0_25", pooling="gem", num_features=64)
+    path = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict(), "build_options": model.build_options, "epoch": 3}, path)
+
+    extractor = FeatureExtractor("osnet_x0_25", path, **SMALL)
+    assert extractor.feature_dim == 64
+    batch = normalize_batch(torch.stack([load_resized(image, 128, 64) for image in image_files]))
+    with torch.no_grad():
+        expected = model.eval()(batch)
+    torch.testing.assert_close(extractor(image_files), expected, rtol=0, atol=1e-5)
+    with pytest.raises(HHCLError, match=r"trained as osnet_x0_25, not osnet_x0_5: pass --arch osnet_x0_25"):
+        FeatureExtractor("osnet_x0_5", path)
+
+
+@pytest.mark.parametrize(
+    "device, message", [("gpu", "unknown device 'gpu'"), ("cuda:0", "CUDA is not available")]
+)
+def test_bad_device(weights, device, message):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(HHCLError, match=message):
+        FeatureExtractor("osnet_x0_25", weights, device=device)

@@ -41,6 +41,14 @@ def test_rank_gallery_matches_brute_force_and_keeps_ties_in_gallery_order():
         assert indices[row].tolist().index(3) < indices[row].tolist().index(7)
 
 
+def test_rank_gallery_can_leave_out_the_querys_own_file():
+    query = normalised([[1, 0], [0, 1]])
+    gallery = normalised([[1, 0], [1, 0.5], [0, 1]])
+    indices, distances = rank_gallery(query, gallery, topk=2, exclude=[0, -1])
+    assert indices.tolist() == [[1, 2], [2, 1]]
+    assert np.all(np.isfinite(distances))
+
+
 def test_rank_gallery_returns_at_most_the_gallery():
     indices, distances = rank_gallery(normalised([[1, 0]]), normalised([[0, 1], [1, 0]]), topk=10)
     assert indices.tolist() == [[1, 0]] and distances.shape == (1, 2)
@@ -98,13 +106,15 @@ def test_cache_round_trip(tmp_path, gallery):
     features = normalised(np.random.default_rng(0).normal(size=(3, 8)))
     cache = tmp_path / "cache" / "gallery"  # no .npz suffix: the exact name is kept
     assert save_cached_features(cache, key, paths, features) == cache and cache.is_file()
-    np.testing.assert_array_equal(load_cached_features(cache, key, paths), features)
+    stored_paths, stored_features = load_cached_features(cache, key)
+    assert stored_paths == paths
+    np.testing.assert_array_equal(stored_features, features)
     assert [name for name in os.listdir(cache.parent)] == ["gallery"]
 
 
 def test_missing_cache_is_a_miss(tmp_path, gallery):
     paths, weights = gallery
-    assert load_cached_features(tmp_path / "absent.npz", CacheKey.build({}, weights, paths), paths) is None
+    assert load_cached_features(tmp_path / "absent.npz", CacheKey.build({}, weights, paths)) is None
 
 
 @pytest.mark.parametrize("change", ["rewrite_image", "add_image", "weights", "settings"])
@@ -126,7 +136,7 @@ def test_cache_is_invalidated_by_a_changed_gallery_or_model(tmp_path, gallery, c
     else:
         settings = {"arch": "a", "precision": "bf16"}
     with caplog.at_level(logging.INFO, logger="hhcl.retrieval"):
-        assert load_cached_features(cache, CacheKey.build(settings, weights, paths), paths) is None
+        assert load_cached_features(cache, CacheKey.build(settings, weights, paths)) is None
     expected = "gallery changed" if change in ("rewrite_image", "add_image") else "weights or model settings"
     assert expected in caplog.text and "stale" in caplog.text
 
@@ -136,7 +146,7 @@ def test_corrupt_cache_is_ignored_with_a_warning(tmp_path, gallery, caplog):
     cache = tmp_path / "gallery.npz"
     cache.write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING, logger="hhcl.retrieval"):
-        assert load_cached_features(cache, CacheKey.build({}, weights, paths), paths) is None
+        assert load_cached_features(cache, CacheKey.build({}, weights, paths)) is None
     assert "unreadable" in caplog.text
 
 
@@ -146,3 +156,99 @@ def test_cache_in_an_unwritable_place_names_it(tmp_path, gallery):
     blocker.write_text("")
     with pytest.raises(HHCLError, match=str(blocker / "sub")):
         save_cached_features(blocker / "sub" / "g.npz", CacheKey.build({}, weights, paths), paths, np.eye(3))
+
+
+class VectorsInFiles:
+    """A stand-in extractor: each "image" file holds its own feature vector as text."""
+
+    def __init__(self, weights):
+        self.weights = weights
+        self.files_embedded = 0
+
+    def settings(self):
+        return {"arch": "vectors"}
+
+    def _read(self, path):
+        return normalised([[float(value) for value in open(path).read().split()]])[0]
+
+    def __call__(self, paths):
+        import torch
+
+        return torch.from_numpy(np.stack([self._read(path) for path in paths]))
+
+    def extract_files(self, paths):
+        import torch
+
+        kept = [str(path) for path in paths if open(path).read().strip() != "broken"]
+        self.files_embedded += len(kept)
+        features = np.array([self._read(path) for path in kept], dtype=np.float32).reshape(len(kept), 2)
+        return kept, torch.from_numpy(features)
+
+
+@pytest.fixture
+def vector_gallery(tmp_path):
+    folder = tmp_path / "gallery"
+    folder.mkdir()
+    vectors = {"0001_c2.png": "1 0", "0002_c2.png": "0 1", "0001_c3.png": "1 0.2", "0003_c2.png": "-1 0"}
+    for name, vector in vectors.items():
+        (folder / name).write_text(vector)
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"v1")
+    return sorted(str(path) for path in folder.iterdir()), VectorsInFiles(weights)
+
+
+def test_search_gallery_ranks_and_reads_identities(tmp_path, vector_gallery):
+    from hhcl.retrieval.search import search_gallery
+
+    gallery, extractor = vector_gallery
+    query = tmp_path / "0001_c1.png"
+    query.write_text("1 0.05")
+    (result,) = search_gallery(extractor, [str(query)], gallery, topk=3)
+    assert [os.path.basename(path) for path in result.gallery_paths] == ["0001_c2.png", "0001_c3.png", "0002_c2.png"]
+    assert result.query_pid == 1 and result.gallery_pids == [1, 1, 2]
+    assert result.distances == sorted(result.distances)
+
+
+def test_a_query_from_the_gallery_is_not_matched_with_itself(vector_gallery):
+    from hhcl.retrieval.search import search_gallery
+
+    gallery, extractor = vector_gallery
+    query = [path for path in gallery if path.endswith("0001_c2.png")]
+    (result,) = search_gallery(extractor, query, gallery, topk=10)
+    assert query[0] not in result.gallery_paths and len(result.gallery_paths) == 3
+
+
+def test_search_gallery_skips_broken_gallery_files_and_uses_the_cache(tmp_path, vector_gallery):
+    from hhcl.retrieval.search import search_gallery
+
+    gallery, extractor = vector_gallery
+    broken = os.path.join(os.path.dirname(gallery[0]), "0004_c2.png")
+    with open(broken, "w") as stream:
+        stream.write("broken")
+    gallery = sorted(gallery + [broken])
+    query = tmp_path / "0002_c1.png"
+    query.write_text("0 1")
+    cache = tmp_path / "cache.npz"
+
+    first = search_gallery(extractor, [str(query)], gallery, topk=10, cache_path=cache)
+    assert broken not in first[0].gallery_paths and extractor.files_embedded == 4
+    second = search_gallery(extractor, [str(query)], gallery, topk=10, cache_path=cache)
+    assert extractor.files_embedded == 4, "a current cache must not be re-extracted"
+    assert second[0].gallery_paths == first[0].gallery_paths
+    extractor.weights.write_bytes(b"v2")
+    search_gallery(extractor, [str(query)], gallery, topk=10, cache_path=cache)
+    assert extractor.files_embedded == 8, "changed weights must invalidate the cache"
+
+
+def test_search_gallery_refuses_an_empty_or_unreadable_gallery(tmp_path, vector_gallery):
+    from hhcl.retrieval.search import search_gallery
+
+    _, extractor = vector_gallery
+    query = tmp_path / "q.png"
+    query.write_text("1 0")
+    with pytest.raises(HHCLError, match="gallery has no images"):
+        search_gallery(extractor, [str(query)], [], topk=3)
+    broken = tmp_path / "broken.png"
+    broken.write_text("broken")
+    with pytest.raises(HHCLError, match="none of the 1 gallery images can be read"):
+        search_gallery(extractor, [str(query)], [str(broken)], topk=3)

@@ -188,3 +188,20 @@ def test_html_page_lists_ranked_files_in_order_with_colours(tmp_path):
     colours = re.findall(r'style="border-color:rgb(\(\d+, \d+, \d+\))"', page)
     assert colours == [str(color) for color in (QUERY_COLOR, TRUE_MATCH_COLOR, FALSE_MATCH_COLOR, UNKNOWN_MATCH_COLOR)]
     assert "1: 0.0500" in page and "3: 0.9000" in page
+
+
+def test_search_report_writes_the_grid_and_the_page(tmp_path):
+    from hhcl.retrieval.visualize import write_search_report
+
+    paths = []
+    for name in ["0001_a.png", "0001_b.png", "0002_b.png"]:
+        solid((30, 60, 90)).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    ranked = RankedList(paths[0], paths[1:], [0.1, 0.2], query_pid=1, gallery_pids=[1, 2])
+    grid, page = write_search_report([ranked], tmp_path / "out")
+    assert grid == tmp_path / "out" / "ranked.png" and page == tmp_path / "out" / "index.html"
+    with Image.open(grid) as image:
+        assert image.size == ranked_grid_size(1, 2)
+        image = image.convert("RGB")
+        assert [image.getpixel(cell_corner(0, rank)) for rank in (1, 2)] == [TRUE_MATCH_COLOR, FALSE_MATCH_COLOR]
+    assert 'src="ranked.png"' in page.read_text()

@@ -13,7 +13,7 @@ from PIL import Image
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from hhcl.data.images import load_resized
+from hhcl.data.images import image_problem, load_resized
 from hhcl.data.transforms import normalize_batch
 from hhcl.errors import HHCLError
 from hhcl.models.inference import autocast, check_precision, inference_context, prepare_images
@@ -67,7 +67,7 @@ class FeatureExtractor:
         if batch_size < 1:
             raise HHCLError(f"batch_size must be at least 1, got {batch_size}")
         self.weights = Path(weights)
-        self.device = torch.device(device)
+        self.device = _resolve_device(device)
         self.precision = precision
         self.backend = backend
         self.batch_size = batch_size
@@ -119,8 +119,12 @@ class FeatureExtractor:
         if isinstance(images, torch.Tensor) and images.is_floating_point():
             return self._embed_normalised_tensor(images)
         items = _as_items(images)
-        if all(isinstance(item, (str, os.PathLike)) for item in items):
-            return self._embed_files(items, strict=True)[1]
+        if self.num_workers > 0 and all(isinstance(item, (str, os.PathLike)) for item in items):
+            indices, features = self._embed_files(items)
+            if len(indices) < len(items):
+                missing = sorted(set(range(len(items))) - set(indices.tolist()))[0]
+                raise HHCLError(image_problem(items[missing]) or f"image {items[missing]} cannot be read")
+            return features
         batches = (
             (torch.arange(start, min(start + self.batch_size, len(items))),
              torch.stack([self._load(item) for item in items[start : start + self.batch_size]]))
@@ -133,15 +137,19 @@ class FeatureExtractor:
 
         Returns the paths kept (in input order) and their ``(M, D)`` float32 L2-normalised features.
         """
-        kept, features = self._embed_files(list(paths), strict=False)
+        kept, features = self._embed_files(list(paths))
         return [os.fspath(paths[index]) for index in kept.tolist()], features
 
-    def _embed_files(self, paths: list, strict: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _embed_files(self, paths: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embed files through the data layer's test loader, which skips broken ones with a warning.
+
+        Returns the indices embedded, int64 ``(M,)``, and their ``(M, D)`` features.
+        """
         from hhcl.data.loaders import build_test_loader
 
         loader = build_test_loader(
             [os.fspath(path) for path in paths], batch_size=self.batch_size, height=self.height,
-            width=self.width, num_workers=self.num_workers, strict=strict,
+            width=self.width, num_workers=self.num_workers,
         )
         return self._embed_batches(((indices, images) for images, indices in loader), len(paths))
 
@@ -213,6 +221,16 @@ def resize_image(image: Image.Image | np.ndarray, height: int, width: int) -> to
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
+def _resolve_device(name: str | torch.device) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise HHCLError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HHCLError(f"device {name!r} asked for, but CUDA is not available here: use cpu")
+    return device
+
+
 def _as_items(images) -> list:
     """Flatten the accepted inputs into a list of single images (paths, PIL images or arrays)."""
     if isinstance(images, (str, os.PathLike, Image.Image)):
@@ -240,17 +258,30 @@ def _as_items(images) -> list:
 def load_trained_model(arch: str | None, weights: str | os.PathLike, device: str | torch.device = "cpu"):
     """Build ``arch`` and load every tensor of its backbone from ``weights``; in eval mode on ``device``.
 
-    A file that leaves part of the model out (or brings tensors it does not have) is refused with
-    an :class:`HHCLError`: features from a half-loaded model would be silently wrong.
+    An hhcl model file carries the options it was built with (pooling, embedding size, last
+    stride): the model is rebuilt with them, since the same tensors under another last stride or
+    pooling give other features. A file that leaves part of the model out (or brings tensors it
+    does not have) is refused with an :class:`HHCLError`: features from a half-loaded model would
+    be silently wrong.
     """
     from hhcl.models import build_model, list_archs, load_weights
+    from hhcl.models.weights import read_checkpoint
 
     if arch is None:
         raise HHCLError(f"the torch backend needs an architecture: pass one of {', '.join(list_archs())}")
     weights = Path(weights)
     if weights.suffix.lower() == ".onnx":
         raise HHCLError(f"{weights} is an ONNX file: run it with backend 'onnx' (--backend onnx)")
-    model = build_model(arch)
+    checkpoint = read_checkpoint(weights)
+    build_options = checkpoint.get("build_options") if isinstance(checkpoint, dict) else None
+    if isinstance(build_options, dict):
+        trained_arch = build_options.get("arch", arch)
+        if trained_arch != arch:
+            raise HHCLError(f"weights {weights} were trained as {trained_arch}, not {arch}: pass --arch {trained_arch}")
+        options = {key: value for key, value in build_options.items() if key != "arch"}
+    else:
+        options = {}
+    model = build_model(arch, **options)
     report = load_weights(model, weights, verbose=False)
     incomplete = report.missing or report.unexpected
     if incomplete:

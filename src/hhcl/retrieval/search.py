@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +37,15 @@ class RankedList:
     gallery_pids: list[int | None] = field(default_factory=list)
 
 
-def rank_gallery(query_features, gallery_features, topk: int) -> tuple[np.ndarray, np.ndarray]:
+def rank_gallery(query_features, gallery_features, topk: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
     """The ``topk`` nearest gallery features of each query, by cosine distance.
 
     Args:
         query_features: ``(Q, D)`` L2-normalised.
         gallery_features: ``(G, D)`` L2-normalised.
         topk: how many to keep; at most G are returned.
+        exclude: ``(Q,)`` the gallery index each query must not be matched with (the query's own
+            file, when it lies in the gallery), or -1 for none; it is ranked last.
 
     Returns:
         ``indices`` int64 ``(Q, k)`` into the gallery, nearest first (ties keep gallery order),
@@ -58,6 +59,10 @@ def rank_gallery(query_features, gallery_features, topk: int) -> tuple[np.ndarra
         raise ValueError(f"topk must be at least 1, got {topk}")
     num_kept = min(topk, gallery_features.shape[0])
     distances = 1.0 - query_features @ gallery_features.T
+    if exclude is not None:
+        for row, index in enumerate(exclude):
+            if index >= 0:
+                distances[row, index] = np.inf
     indices = np.argsort(distances, axis=1, kind="stable")[:, :num_kept]
     return indices.astype(np.int64), np.take_along_axis(distances, indices, axis=1)
 
@@ -69,13 +74,9 @@ def identities_from_names(paths: Sequence[str | os.PathLike], pattern: str | re.
     ``""`` reads no identities. Integer identities are read as numbers (``0007`` is ``7``, and a
     negative one is unknown); other text is numbered in sorted order.
     """
-    if pattern is None or pattern == "":
+    compiled = compile_identity_pattern(pattern)
+    if compiled is None:
         return [None] * len(paths)
-    from hhcl.data.scan import compile_pattern
-
-    compiled = compile_pattern(pattern)
-    if "pid" not in compiled.groupindex:
-        raise HHCLError(f"--pattern {compiled.pattern!r} has no named group 'pid', e.g. '^(?P<pid>\\d+)_'")
     texts = []
     for path in paths:
         match = compiled.search(os.path.basename(os.fspath(path)))
@@ -93,6 +94,18 @@ def identities_from_names(paths: Sequence[str | os.PathLike], pattern: str | re.
     return identities
 
 
+def compile_identity_pattern(pattern: str | re.Pattern | None) -> re.Pattern | None:
+    """Compile a file-name pattern with a named group ``pid``; None or ``""`` gives None (no identities)."""
+    if pattern is None or pattern == "":
+        return None
+    from hhcl.data.scan import compile_pattern
+
+    compiled = compile_pattern(pattern)
+    if "pid" not in compiled.groupindex:
+        raise HHCLError(f"--pattern {compiled.pattern!r} has no named group 'pid', e.g. '^(?P<pid>\\d+)_'")
+    return compiled
+
+
 def ranked_lists(
     query_paths: Sequence[str],
     gallery_paths: Sequence[str],
@@ -100,17 +113,21 @@ def ranked_lists(
     distances: np.ndarray,
     pattern: str | re.Pattern | None = IDENTITY_PATTERN,
 ) -> list[RankedList]:
-    """Turn :func:`rank_gallery`'s ``(Q, k)`` indices and distances into one :class:`RankedList` per query."""
+    """Turn :func:`rank_gallery`'s ``(Q, k)`` indices and distances into one :class:`RankedList` per query.
+
+    Excluded gallery images (infinite distance) are left out, so lists may be shorter than k.
+    """
     query_pids = identities_from_names(query_paths, pattern)
     gallery_pids = identities_from_names(gallery_paths, pattern)
     results = []
     for row, query_path in enumerate(query_paths):
-        order = [int(index) for index in indices[row]]
+        finite = np.isfinite(distances[row])
+        order = [int(index) for index in indices[row][finite]]
         results.append(
             RankedList(
                 query_path=str(query_path),
                 gallery_paths=[str(gallery_paths[index]) for index in order],
-                distances=[float(distance) for distance in distances[row]],
+                distances=[float(distance) for distance in distances[row][finite]],
                 query_pid=query_pids[row],
                 gallery_pids=[gallery_pids[index] for index in order],
             )
@@ -153,10 +170,11 @@ class CacheKey:
         return cls(model=hashlib.sha256(model.encode()).hexdigest(), gallery=gallery_digest(gallery_paths))
 
 
-def load_cached_features(cache_path: str | os.PathLike, key: CacheKey, gallery_paths: Sequence[str]) -> np.ndarray | None:
-    """The cached ``(G, D)`` gallery features when ``cache_path`` holds them for ``key``, else None.
+def load_cached_features(cache_path: str | os.PathLike, key: CacheKey) -> tuple[list[str], np.ndarray] | None:
+    """The cached gallery ``(paths, features (G, D) float32)`` when ``cache_path`` holds them for ``key``.
 
-    A stale or unreadable cache is reported in the log and ignored: it will be rewritten.
+    Returns None for a missing, stale or unreadable cache; the last two are reported in the log.
+    The stored paths are those that were embedded (broken gallery files are left out).
     """
     cache_path = Path(cache_path)
     if not cache_path.is_file():
@@ -174,33 +192,80 @@ def load_cached_features(cache_path: str | os.PathLike, key: CacheKey, gallery_p
         reason = "it was written by another hhcl version"
     elif model_key != key.model:
         reason = "the weights or model settings changed"
-    elif gallery_key != key.gallery or paths != [str(path) for path in gallery_paths]:
+    elif gallery_key != key.gallery:
         reason = "the gallery changed"
     else:
-        return features
+        return paths, features
     logger.info("gallery cache %s is stale (%s); re-extracting", cache_path, reason)
     return None
 
 
-def save_cached_features(cache_path: str | os.PathLike, key: CacheKey, gallery_paths: Sequence[str], features) -> Path:
-    """Write ``(G, D)`` gallery features to ``cache_path`` (an ``.npz``, replaced atomically)."""
-    from hhcl.retrieval.outputs import ensure_writable_folder
+def save_cached_features(cache_path: str | os.PathLike, key: CacheKey, paths: Sequence[str], features) -> Path:
+    """Store gallery ``paths`` (G,) and ``features`` (G, D) in ``cache_path`` under ``key`` (``.npz``)."""
+    from hhcl.retrieval.outputs import write_npz
 
-    cache_path = Path(cache_path)
-    folder = ensure_writable_folder(cache_path.parent)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{cache_path.name}.", suffix=".tmp")
+    arrays = {
+        "version": np.int64(CACHE_FORMAT_VERSION),
+        "model_key": np.str_(key.model),
+        "gallery_key": np.str_(key.gallery),
+        "paths": np.array([str(path) for path in paths], dtype=str),
+        "features": np.asarray(features, dtype=np.float32),
+    }
     try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(
-                stream,
-                version=np.int64(CACHE_FORMAT_VERSION),
-                model_key=np.str_(key.model),
-                gallery_key=np.str_(key.gallery),
-                paths=np.array([str(path) for path in gallery_paths], dtype=str),
-                features=np.asarray(features, dtype=np.float32),
-            )
-        os.replace(temporary, cache_path)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise HHCLError(f"cannot write the gallery cache {cache_path}: {error.strerror or error}") from None
-    return cache_path
+        return write_npz(cache_path, arrays)
+    except HHCLError as error:
+        raise HHCLError(f"gallery cache: {error}".replace("--output", "--cache")) from None
+
+
+def gallery_features(extractor, gallery_paths: Sequence[str], cache_path: str | os.PathLike | None = None) -> tuple[list[str], np.ndarray]:
+    """Embed the gallery, or read it from ``cache_path`` when the cache is current.
+
+    Args:
+        extractor: a :class:`hhcl.retrieval.FeatureExtractor`.
+        gallery_paths: the gallery's image files.
+        cache_path: an ``.npz`` cache, keyed by the weights file, the extractor's settings and the
+            gallery's files (names, sizes, modification times); rewritten when stale.
+
+    Returns:
+        The paths embedded (broken files are skipped with a warning) and their ``(G, D)`` float32
+        L2-normalised features.
+    """
+    key = None
+    if cache_path is not None:
+        key = CacheKey.build(extractor.settings(), extractor.weights, gallery_paths)
+        cached = load_cached_features(cache_path, key)
+        if cached is not None:
+            logger.info("gallery features of %d images read from the cache %s", len(cached[0]), cache_path)
+            return cached
+    paths, features = extractor.extract_files(gallery_paths)
+    features = features.numpy()
+    if cache_path is not None:
+        save_cached_features(cache_path, key, paths, features)
+        logger.info("gallery features of %d images cached in %s", len(paths), cache_path)
+    return paths, features
+
+
+def search_gallery(
+    extractor,
+    query_paths: Sequence[str],
+    gallery_paths: Sequence[str],
+    topk: int = 10,
+    cache_path: str | os.PathLike | None = None,
+    pattern: str | re.Pattern | None = IDENTITY_PATTERN,
+) -> list[RankedList]:
+    """Rank the gallery for each query image: one :class:`RankedList` per query, nearest first.
+
+    A query that is itself a gallery file is not matched with itself. An unreadable query, or a
+    gallery with no readable image, is an :class:`HHCLError` naming it. Identities, for colouring
+    the matches, come from the file names through ``pattern`` (see :func:`identities_from_names`).
+    """
+    if not gallery_paths:
+        raise HHCLError("the gallery has no images")
+    query_features = extractor(list(query_paths)).numpy()
+    kept_paths, features = gallery_features(extractor, gallery_paths, cache_path)
+    if not kept_paths:
+        raise HHCLError(f"none of the {len(gallery_paths)} gallery images can be read; see the warnings above")
+    position = {os.path.realpath(path): index for index, path in enumerate(kept_paths)}
+    own_file = [position.get(os.path.realpath(path), -1) for path in query_paths]
+    indices, distances = rank_gallery(query_features, features, topk, exclude=own_file)
+    return ranked_lists(query_paths, kept_paths, indices, distances, pattern)

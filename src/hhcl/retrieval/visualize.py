@@ -308,3 +308,23 @@ def _save_png(image: Image.Image, output_path: str | os.PathLike) -> Path:
     except OSError as error:
         raise HHCLError(f"cannot write {output_path}: {error.strerror or error}") from error
     return output_path
+
+
+def write_search_report(
+    ranked_lists: Sequence[RankedList], output_folder: str | os.PathLike, title: str = "hhcl search"
+) -> tuple[Path, Path]:
+    """Write ``output_folder/ranked.png`` (:func:`draw_ranked_lists`) and ``output_folder/index.html``.
+
+    Returns the two paths.
+    """
+    output_folder = ensure_writable_folder(output_folder)
+    grid = draw_ranked_lists(
+        [ranked.query_path for ranked in ranked_lists],
+        [ranked.gallery_paths for ranked in ranked_lists],
+        output_folder / "ranked.png",
+        query_pids=[ranked.query_pid for ranked in ranked_lists],
+        ranked_pids=[ranked.gallery_pids or [None] * len(ranked.gallery_paths) for ranked in ranked_lists],
+        distances=[ranked.distances for ranked in ranked_lists],
+    )
+    page = write_html_page(ranked_lists, output_folder / "index.html", grid_image=grid.name, title=title)
+    return grid, page

@@ -12,24 +12,27 @@ import numpy as np
 from hhcl.errors import HHCLError
 
 
-def ensure_writable_folder(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` (and its parents) if needed; raise :class:`HHCLError` naming it if it cannot be written."""
+def ensure_writable_folder(folder: str | os.PathLike, option: str = "--output") -> Path:
+    """Create ``folder`` (and its parents) if needed; raise :class:`HHCLError` naming it if it cannot be written.
+
+    ``option`` is the command-line option the folder came from, named in the message.
+    """
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise HHCLError(f"cannot create the output folder {folder}: {error.strerror or error}; choose another --output") from None
+        raise HHCLError(f"cannot create the folder {folder}: {error.strerror or error}; choose another {option}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise HHCLError(f"the output folder {folder} is not writable; choose another --output")
+        raise HHCLError(f"the folder {folder} is not writable; choose another {option}")
     return folder
 
 
-def check_output_file(path: str | os.PathLike) -> Path:
+def check_output_file(path: str | os.PathLike, option: str = "--output") -> Path:
     """Refuse, before any long work, an output file that cannot be written: names the folder or file."""
     path = Path(path)
     if path.is_dir():
-        raise HHCLError(f"--output {path} is a folder; give a file name")
-    ensure_writable_folder(path.parent)
+        raise HHCLError(f"{option} {path} is a folder; give a file name")
+    ensure_writable_folder(path.parent, option)
     return path
 
 
@@ -47,12 +50,12 @@ def save_features(path: str | os.PathLike, paths: Sequence[str], features, **met
     return write_npz(path, arrays)
 
 
-def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], option: str = "--output") -> Path:
     """Write ``arrays`` to ``path`` as ``.npz`` under exactly that name, replacing it atomically.
 
     A reader never sees a half-written file, and an interrupted write leaves the old one.
     """
-    path = check_output_file(path)
+    path = check_output_file(path, option)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:

@@ -211,10 +211,7 @@ def save_cached_features(cache_path: str | os.PathLike, key: CacheKey, paths: Se
         "paths": np.array([str(path) for path in paths], dtype=str),
         "features": np.asarray(features, dtype=np.float32),
     }
-    try:
-        return write_npz(cache_path, arrays)
-    except HHCLError as error:
-        raise HHCLError(f"gallery cache: {error}".replace("--output", "--cache")) from None
+    return write_npz(cache_path, arrays, option="--cache")
 
 
 def gallery_features(extractor, gallery_paths: Sequence[str], cache_path: str | os.PathLike | None = None) -> tuple[list[str], np.ndarray]:

@@ -1,0 +1,116 @@
+"""Image files: which names count as images, decoding to RGB, and spotting broken files.
+
+Decoding happens per image with Pillow (in DataLoader workers); everything after the resize is
+batched in :mod:`hhcl.data.transforms`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from hhcl.errors import HHCLError
+
+logger = logging.getLogger("hhcl.data")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+# Pillow's own failure modes for bad image bytes: unknown format, truncated stream, bad header.
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has one of the accepted image extensions (case-insensitive)."""
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """Decode an image file fully and return it in RGB mode.
+
+    Grayscale, palette (with or without transparency), CMYK and RGBA files are converted to RGB;
+    an alpha channel is dropped. A missing, empty, truncated or corrupt file raises
+    :class:`HHCLError` naming it.
+    """
+    path = os.fspath(path)
+    try:
+        if os.path.getsize(path) == 0:
+            raise HHCLError(f"image {path} is empty (0 bytes); delete or replace it")
+        with Image.open(path) as image:
+            # load() decodes every byte, so a truncated file fails here rather than later.
+            image.load()
+            return _to_rgb(image)
+    except FileNotFoundError:
+        raise HHCLError(f"image {path} not found; rescan the dataset or restore the file") from None
+    except _DECODE_ERRORS as error:
+        raise HHCLError(
+            f"image {path} cannot be decoded ({_short(error)}); delete or replace it"
+        ) from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image.copy()
+    if image.mode == "P" and "transparency" in image.info:
+        # Pillow insists palette transparency goes through RGBA first.
+        image = image.convert("RGBA")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 8 bits instead of letting convert() clip at 255.
+        array = np.asarray(image, dtype=np.float64)
+        peak = max(float(array.max()), 1.0)
+        image = Image.fromarray((array * (255.0 / peak)).round().astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def image_problem(path: str | os.PathLike) -> str | None:
+    """Return why the file is not a readable image (one line), or None when it decodes fully."""
+    try:
+        read_image(path)
+    except HHCLError as error:
+        return str(error)
+    return None
+
+
+def load_resized(path: str | os.PathLike, height: int, width: int) -> torch.Tensor:
+    """Decode ``path`` and resize it bicubically to ``(height, width)``.
+
+    Returns a uint8 tensor of shape ``(3, height, width)``. Raises :class:`HHCLError` for a broken
+    file.
+    """
+    image = read_image(path)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+class BrokenImageLog:
+    """Warns once per broken file per process, so a bad image does not flood every epoch."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def warn(self, message: str, path: str) -> None:
+        if path in self._seen:
+            return
+        self._seen.add(path)
+        logger.warning("%s", message)
+
+
+broken_image_log = BrokenImageLog()
+
+
+def describe_path(path: str | os.PathLike) -> str:
+    """A path as users should see it in messages: absolute, with a trailing slash for folders."""
+    resolved = Path(path).expanduser()
+    text = str(resolved.absolute())
+    return text + "/" if resolved.is_dir() else text

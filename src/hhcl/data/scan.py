@@ -1,0 +1,161 @@
+"""Scanning split folders: listing image files, parsing identity and camera from their names,
+and catching broken files. Shared by every reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hhcl.data.images import image_problem, is_image_name
+from hhcl.errors import HHCLError
+
+logger = logging.getLogger("hhcl.data")
+
+
+@dataclass(frozen=True)
+class ParsedName:
+    """An image file with the raw text of its ``pid`` and ``cam`` groups (None when absent)."""
+
+    path: str
+    pid: str | None
+    cam: str | None
+
+
+def compile_pattern(pattern: str | re.Pattern) -> re.Pattern:
+    """Compile a file-name pattern; it may have the named groups ``pid`` and ``cam``."""
+    if isinstance(pattern, re.Pattern):
+        compiled = pattern
+    else:
+        try:
+            compiled = re.compile(pattern)
+        except re.error as error:
+            raise HHCLError(
+                f"file-name pattern {pattern!r} is not a valid regular expression ({error}); "
+                "fix it, e.g. '^(?P<pid>-?\\d+)_c(?P<cam>\\d+)'"
+            ) from None
+    unknown = set(compiled.groupindex) - {"pid", "cam"}
+    if unknown:
+        raise HHCLError(
+            f"file-name pattern {compiled.pattern!r} has groups {sorted(unknown)}; "
+            "only the named groups 'pid' and 'cam' are read, rename or un-name the others"
+        )
+    return compiled
+
+
+def require_folder(folder: Path, role: str, layout: str) -> None:
+    """Raise an HHCLError that shows the expected layout when ``folder`` is not a directory."""
+    if folder.is_dir():
+        return
+    what = "file, not a folder" if folder.exists() else "missing"
+    raise HHCLError(f"{role} {folder} is {what}; expected {layout}")
+
+
+def list_image_files(
+    folder: Path,
+    *,
+    check_images: bool = False,
+    strict: bool = False,
+) -> list[str]:
+    """Sorted image files directly inside ``folder`` (not recursive).
+
+    Files that are not images (by extension) are skipped with one warning that counts them.
+    Empty files are always caught here; with ``check_images`` every file is decoded. A broken file
+    is skipped with a warning naming it, or raises :class:`HHCLError` when ``strict``.
+    """
+    images: list[str] = []
+    skipped: list[str] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir():
+                continue
+            if is_image_name(entry.name):
+                images.append(entry.path)
+            else:
+                skipped.append(entry.name)
+    images.sort()
+    if skipped:
+        skipped.sort()
+        shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        logger.warning(
+            "skipped %d non-image file%s in %s (%s); images must end in .jpg, .jpeg, .png or .bmp",
+            len(skipped),
+            "" if len(skipped) == 1 else "s",
+            folder,
+            shown,
+        )
+    return drop_broken_images(images, check_images=check_images, strict=strict)
+
+
+def drop_broken_images(paths: Sequence[str], *, check_images: bool, strict: bool) -> list[str]:
+    """Remove empty files (always) and undecodable ones (with ``check_images``) from ``paths``.
+
+    Each one is named in a warning, or raises :class:`HHCLError` when ``strict``.
+    """
+    kept = []
+    for path in paths:
+        problem = _empty_file_problem(path)
+        if problem is None and check_images:
+            problem = image_problem(path)
+        if problem is None:
+            kept.append(path)
+            continue
+        if strict:
+            raise HHCLError(f"{problem} (or drop --strict to skip broken images with a warning)")
+        logger.warning("skipping broken image: %s", problem)
+    return kept
+
+
+def _empty_file_problem(path: str) -> str | None:
+    try:
+        size = os.path.getsize(path)
+    except OSError as error:
+        return f"image {path} cannot be read ({error.strerror}); check its permissions or restore it"
+    if size == 0:
+        return f"image {path} is empty (0 bytes); delete or replace it"
+    return None
+
+
+def parse_names(paths: Iterable[str], pattern: re.Pattern) -> list[ParsedName]:
+    """Parse every file name with ``pattern`` (``re.search`` on the base name).
+
+    A name that does not match raises :class:`HHCLError` naming the file and the pattern.
+    """
+    parsed = []
+    has_pid = "pid" in pattern.groupindex
+    has_cam = "cam" in pattern.groupindex
+    for path in paths:
+        name = os.path.basename(path)
+        match = pattern.search(name)
+        if match is None:
+            raise HHCLError(
+                f"file name {path} does not match the pattern {pattern.pattern!r}; "
+                "rename the file, move it out of the folder, or pass a --pattern that matches it"
+            )
+        parsed.append(
+            ParsedName(
+                path=path,
+                pid=match.group("pid") if has_pid else None,
+                cam=match.group("cam") if has_cam else None,
+            )
+        )
+    return parsed
+
+
+def label_index(labels: Iterable[str]) -> dict[str, int]:
+    """Map distinct label strings to 0-based ints: numeric order when all are integers
+    (``c1, c2, c10`` become 0, 1, 2), text order otherwise (``a, b`` become 0, 1)."""
+    distinct = set(labels)
+    if all(_is_int(label) for label in distinct):
+        # "01" and "1" are the same camera.
+        rank = {value: index for index, value in enumerate(sorted({int(label) for label in distinct}))}
+        return {label: rank[int(label)] for label in distinct}
+    return {label: index for index, label in enumerate(sorted(distinct))}
+
+
+def _is_int(text: str) -> bool:
+    return re.fullmatch(r"[-+]?\d+", text) is not None

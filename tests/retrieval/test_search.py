@@ -150,6 +150,15 @@ def test_corrupt_cache_is_ignored_with_a_warning(tmp_path, gallery, caplog):
     assert "unreadable" in caplog.text
 
 
+def test_cache_with_mismatched_arrays_is_ignored(tmp_path, gallery, caplog):
+    paths, weights = gallery
+    key = CacheKey.build({}, weights, paths)
+    cache = save_cached_features(tmp_path / "gallery.npz", key, paths[:2], np.eye(3, dtype=np.float32))
+    with caplog.at_level(logging.WARNING, logger="hhcl.retrieval"):
+        assert load_cached_features(cache, key) is None
+    assert "2 paths for features of shape (3, 3)" in caplog.text
+
+
 def test_cache_in_an_unwritable_place_names_it(tmp_path, gallery):
     paths, weights = gallery
     blocker = tmp_path / "a_file"

@@ -188,6 +188,10 @@ def load_cached_features(cache_path: str | os.PathLike, key: CacheKey) -> tuple[
     except (OSError, KeyError, ValueError) as error:
         logger.warning("gallery cache %s is unreadable (%s); re-extracting", cache_path, error)
         return None
+    if features.ndim != 2 or len(features) != len(paths):
+        logger.warning("gallery cache %s is unreadable (%d paths for features of shape %s); re-extracting",
+                       cache_path, len(paths), features.shape)
+        return None
     if version != CACHE_FORMAT_VERSION:
         reason = "it was written by another hhcl version"
     elif model_key != key.model:

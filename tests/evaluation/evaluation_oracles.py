@@ -1,4 +1,4 @@
-"""Straightforward reference implementations the tests hold the fast code to."""
+"""Straightforward reference implementations the tests hold the fast code to, and test data."""
 
 import numpy as np
 from scipy.spatial.distance import cdist
@@ -75,3 +75,24 @@ def dense_rerank(q_feats, g_feats, k1=20, k2=6, lambda_value=0.3):
     jaccard = 1 - shared / (2 - shared)
     final = jaccard * (1 - lambda_value) + original[:num_query] * lambda_value
     return final[:, num_query:]
+
+
+def clustered_features(seed, num_query=60, num_gallery=200, num_ids=15, dim=24, noise=1.0):
+    """Query/gallery features around one centre per identity, plus pid-0 distractors."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_ids + 1, dim))
+    q_pids = rng.integers(1, num_ids + 1, num_query)
+    g_pids = np.where(rng.random(num_gallery) < 0.15, 0, rng.integers(1, num_ids + 1, num_gallery))
+    q_cams, g_cams = rng.integers(0, 4, num_query), rng.integers(0, 4, num_gallery)
+    q_feats = centres[q_pids] + noise * rng.normal(size=(num_query, dim))
+    g_feats = centres[g_pids] + noise * rng.normal(size=(num_gallery, dim))
+    g_feats[g_pids == 0] = rng.normal(size=(int((g_pids == 0).sum()), dim))
+    return q_feats, g_feats, q_pids, g_pids, q_cams, g_cams
+
+
+def assert_identical(result, expected):
+    assert result["mAP"] == expected["mAP"]
+    assert result["mINP"] == expected["mINP"]
+    np.testing.assert_array_equal(result["cmc"], expected["cmc"])
+    assert result["num_valid_queries"] == expected["num_valid_queries"]
+    assert result["num_skipped_queries"] == expected["num_skipped_queries"]

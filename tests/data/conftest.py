@@ -9,7 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Run the data tests on one thread: on a shared, loaded machine OpenMP's spin-waiting
+    threads make small tensor work many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def encoded_image(extension: str, size: tuple[int, int] = (8, 16), seed: int = 0) -> bytes:

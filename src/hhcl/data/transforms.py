@@ -72,7 +72,7 @@ def erasing_boxes(
     """Draw one erasing rectangle per image, as random erasing does: area fraction uniform in
     ``area``, aspect ratio (height / width) uniform in ``[min_aspect, 1 / min_aspect]``, retried
     until it fits inside the image. All ``attempts`` are drawn at once and the first that fits is
-    kept (at 256x128 about one attempt in five fails, so ten attempts leave ~1e-7 unerased).
+    kept (about one attempt in eighteen fails, so ten attempts practically always find a box).
 
     Returns ``(found, top, left, box_height, box_width)``, each ``(B,)``; ``found`` is False when
     no attempt fit.

@@ -168,7 +168,9 @@ def max_abs_difference(
     return _compare(_cpu_eval_copy(model), session, onnx_path, height, width, batch_sizes, seed)
 
 
-def _compare(model: nn.Module, session, onnx_path, height: int, width: int, batch_sizes: Sequence[int], seed: int) -> float:
+def _compare(
+    model: nn.Module, session, onnx_path, height: int, width: int, batch_sizes: Sequence[int], seed: int
+) -> float:
     generator = torch.Generator().manual_seed(seed)
     largest = 0.0
     for batch_size in batch_sizes:

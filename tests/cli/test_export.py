@@ -35,7 +35,9 @@ def test_export_writes_a_checked_onnx_file(tmp_path, capsys, osnet_weights):
     assert float(re.search(r"max abs diff (\S+)", out).group(1)) <= 1e-4
     assert f"wrote {output}" in out and "images (B, 3, 64, 32) -> features (B, 512)" in out
     metadata = read_onnx_metadata(onnx_session(output))
-    assert metadata == {"arch": "osnet_x0_25", "weights": "osnet_x0_25.pth", "height": 64, "width": 32, "feature_dim": 512}
+    assert metadata == {
+        "arch": "osnet_x0_25", "weights": "osnet_x0_25.pth", "height": 64, "width": 32, "feature_dim": 512
+    }
 
 
 def test_missing_weights_file(tmp_path, capsys):
@@ -75,5 +77,7 @@ def test_weights_of_another_arch(tmp_path, capsys, osnet_weights):
 def test_unwritable_output_folder(tmp_path, capsys, osnet_weights):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    status, _, err = run_cli(capsys, "--weights", osnet_weights, "--arch", "osnet_x0_25", "--output", blocker / "sub" / "m.onnx")
+    status, _, err = run_cli(
+        capsys, "--weights", osnet_weights, "--arch", "osnet_x0_25", "--output", blocker / "sub" / "m.onnx"
+    )
     assert status == 2 and str(blocker / "sub") in err and len(err.strip().splitlines()) == 1

@@ -44,8 +44,10 @@ def test_sources_combine_in_order_without_duplicates(folder):
         (lambda root: root / "absent", "--images {} not found"),
         (lambda root: (root / "empty").mkdir() or root / "empty", "--images folder {} has no images"),
         (lambda root: (root / "list.txt").write_text("# nothing\n") and root / "list.txt", "lists no images"),
-        (lambda root: (root / "list.txt").write_text("a.jpg\n") and root / "list.txt", r"list.txt:1: image .*a.jpg not found"),
-        (lambda root: (root / "list.txt").write_text("list.txt\n") and root / "list.txt", r"list.txt:1: .* is not an image"),
+        (lambda root: (root / "list.txt").write_text("a.jpg\n") and root / "list.txt",
+         r"list.txt:1: image .*a.jpg not found"),
+        (lambda root: (root / "list.txt").write_text("list.txt\n") and root / "list.txt",
+         r"list.txt:1: .* is not an image"),
         (lambda root: (root / "raw.bin").write_bytes(b"\xff\xfe\x00") and root / "raw.bin", "neither an image"),
     ],
 )

@@ -88,7 +88,9 @@ class FeatureExtractor:
             metadata = read_onnx_metadata(self.session)
             stored_arch = metadata.get("arch")
             if arch is not None and stored_arch is not None and stored_arch != arch:
-                raise HHCLError(f"{self.weights} was exported from {stored_arch}, not {arch}: pass --arch {stored_arch}")
+                raise HHCLError(
+                    f"{self.weights} was exported from {stored_arch}, not {arch}: pass --arch {stored_arch}"
+                )
             self.arch = arch or stored_arch
             self.feature_dim = int(metadata.get("feature_dim", self.session.get_outputs()[0].shape[-1]))
             self.height = int(metadata.get("height", height))
@@ -160,7 +162,8 @@ class FeatureExtractor:
         """
         show = self.progress if self.progress is not None else total >= PROGRESS_MIN_IMAGES
         done_indices, done_features = [], []
-        with self._running(), tqdm(total=total, desc="extracting features", unit="img", disable=not show, leave=False) as bar:
+        bar = tqdm(total=total, desc="extracting features", unit="img", disable=not show, leave=False)
+        with self._running(), bar:
             for indices, images in batches:
                 done_indices.append(indices)
                 done_features.append(self._embed(normalize_batch(images)))
@@ -242,7 +245,8 @@ def _as_items(images) -> list:
     if isinstance(images, torch.Tensor):
         if images.dtype != torch.uint8 or images.ndim not in (3, 4) or images.shape[-3] != 3:
             raise HHCLError(
-                f"a tensor batch must be uint8 (N, 3, H, W) or normalised float32; got {images.dtype} {tuple(images.shape)}"
+                "a tensor batch must be uint8 (N, 3, H, W) or normalised float32; "
+                f"got {images.dtype} {tuple(images.shape)}"
             )
         batch = images.unsqueeze(0) if images.ndim == 3 else images
         return [image.permute(1, 2, 0).cpu().numpy() for image in batch]

@@ -34,10 +34,14 @@ def onnx_session(onnx_path: str | os.PathLike, device: str = "cpu"):
         session = ort.InferenceSession(str(onnx_path), providers=providers)
     except Exception as error:  # onnxruntime raises its own untyped errors for bad files
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise HHCLError(f"{onnx_path} is not a readable ONNX model ({first_line}); re-export it with `hhcl export`") from None
+        raise HHCLError(
+            f"{onnx_path} is not a readable ONNX model ({first_line}); re-export it with `hhcl export`"
+        ) from None
     input_names = [node.name for node in session.get_inputs()]
     if input_names != [INPUT_NAME]:
-        raise HHCLError(f"{onnx_path} takes inputs {input_names}, not [{INPUT_NAME!r}]; re-export it with `hhcl export`")
+        raise HHCLError(
+            f"{onnx_path} takes inputs {input_names}, not [{INPUT_NAME!r}]; re-export it with `hhcl export`"
+        )
     return session
 
 

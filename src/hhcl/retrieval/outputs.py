@@ -21,7 +21,8 @@ def ensure_writable_folder(folder: str | os.PathLike, option: str = "--output") 
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise HHCLError(f"cannot create the folder {folder}: {error.strerror or error}; choose another {option}") from None
+        reason = error.strerror or error
+        raise HHCLError(f"cannot create the folder {folder}: {reason}; choose another {option}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise HHCLError(f"the folder {folder} is not writable; choose another {option}")
     return folder

@@ -67,7 +67,9 @@ def rank_gallery(query_features, gallery_features, topk: int, exclude=None) -> t
     return indices.astype(np.int64), np.take_along_axis(distances, indices, axis=1)
 
 
-def identities_from_names(paths: Sequence[str | os.PathLike], pattern: str | re.Pattern | None = IDENTITY_PATTERN) -> list[int | None]:
+def identities_from_names(
+    paths: Sequence[str | os.PathLike], pattern: str | re.Pattern | None = IDENTITY_PATTERN
+) -> list[int | None]:
     """The identity of each file from its name, or None where the name does not say.
 
     ``pattern`` is searched in the base name and must have a named group ``pid``; ``None`` or
@@ -218,7 +220,9 @@ def save_cached_features(cache_path: str | os.PathLike, key: CacheKey, paths: Se
     return write_npz(cache_path, arrays, option="--cache")
 
 
-def gallery_features(extractor, gallery_paths: Sequence[str], cache_path: str | os.PathLike | None = None) -> tuple[list[str], np.ndarray]:
+def gallery_features(
+    extractor, gallery_paths: Sequence[str], cache_path: str | os.PathLike | None = None
+) -> tuple[list[str], np.ndarray]:
     """Embed the gallery, or read it from ``cache_path`` when the cache is current.
 
     Args:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from hhcl.data.images import read_image
 from hhcl.errors import HHCLError
 from hhcl.retrieval.outputs import ensure_writable_folder
 from hhcl.retrieval.search import RankedList
@@ -98,10 +98,7 @@ def draw_ranked_lists(
 
         for rank, gallery_image in enumerate(ranked_paths[row]):
             gallery_pid = _known_pid(ranked_pids[row][rank]) if ranked_pids is not None else None
-            if query_pid is None or gallery_pid is None:
-                color = UNKNOWN_MATCH_COLOR
-            else:
-                color = TRUE_MATCH_COLOR if gallery_pid == query_pid else FALSE_MATCH_COLOR
+            color = _match_color(query_pid, gallery_pid)
             left = QUERY_GAP + (rank + 1) * column_width + PAD
             _paste_cell(grid, _open_rgb(gallery_image), (left, top), cell_size, color)
             label = f"{rank + 1}"
@@ -215,11 +212,7 @@ def write_html_page(
         for rank, (path, distance, pid) in enumerate(
             zip(ranked.gallery_paths, ranked.distances, gallery_pids, strict=True), start=1
         ):
-            pid = _known_pid(pid)
-            if query_pid is None or pid is None:
-                color = UNKNOWN_MATCH_COLOR
-            else:
-                color = TRUE_MATCH_COLOR if pid == query_pid else FALSE_MATCH_COLOR
+            color = _match_color(query_pid, _known_pid(pid))
             parts.append(_html_cell(path, f"{rank}: {distance:.4f}", color, thumbnail_size))
         parts.append("</tr></table>")
     parts.append("</body></html>")
@@ -229,6 +222,26 @@ def write_html_page(
     except OSError as error:
         raise HHCLError(f"cannot write {output_path}: {error.strerror or error}") from error
     return output_path
+
+
+def write_search_report(
+    ranked_lists: Sequence[RankedList], output_folder: str | os.PathLike, title: str = "hhcl search"
+) -> tuple[Path, Path]:
+    """Write ``output_folder/ranked.png`` (:func:`draw_ranked_lists`) and ``output_folder/index.html``.
+
+    Returns the two paths.
+    """
+    output_folder = ensure_writable_folder(output_folder)
+    grid = draw_ranked_lists(
+        [ranked.query_path for ranked in ranked_lists],
+        [ranked.gallery_paths for ranked in ranked_lists],
+        output_folder / "ranked.png",
+        query_pids=[ranked.query_pid for ranked in ranked_lists],
+        ranked_pids=[ranked.gallery_pids or [None] * len(ranked.gallery_paths) for ranked in ranked_lists],
+        distances=[ranked.distances for ranked in ranked_lists],
+    )
+    page = write_html_page(ranked_lists, output_folder / "index.html", grid_image=grid.name, title=title)
+    return grid, page
 
 
 def _html_cell(path: str, caption: str, color: tuple[int, int, int], thumbnail_size: tuple[int, int]) -> str:
@@ -261,11 +274,15 @@ def _known_pid(pid) -> int | None:
     return None if pid < 0 else pid
 
 
+def _match_color(query_pid: int | None, gallery_pid: int | None) -> tuple[int, int, int]:
+    if query_pid is None or gallery_pid is None:
+        return UNKNOWN_MATCH_COLOR
+    return TRUE_MATCH_COLOR if gallery_pid == query_pid else FALSE_MATCH_COLOR
+
+
 def _open_rgb(image: ImageLike) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    from hhcl.data.images import read_image
-
     return read_image(image)
 
 
@@ -309,22 +326,3 @@ def _save_png(image: Image.Image, output_path: str | os.PathLike) -> Path:
         raise HHCLError(f"cannot write {output_path}: {error.strerror or error}") from error
     return output_path
 
-
-def write_search_report(
-    ranked_lists: Sequence[RankedList], output_folder: str | os.PathLike, title: str = "hhcl search"
-) -> tuple[Path, Path]:
-    """Write ``output_folder/ranked.png`` (:func:`draw_ranked_lists`) and ``output_folder/index.html``.
-
-    Returns the two paths.
-    """
-    output_folder = ensure_writable_folder(output_folder)
-    grid = draw_ranked_lists(
-        [ranked.query_path for ranked in ranked_lists],
-        [ranked.gallery_paths for ranked in ranked_lists],
-        output_folder / "ranked.png",
-        query_pids=[ranked.query_pid for ranked in ranked_lists],
-        ranked_pids=[ranked.gallery_pids or [None] * len(ranked.gallery_paths) for ranked in ranked_lists],
-        distances=[ranked.distances for ranked in ranked_lists],
-    )
-    page = write_html_page(ranked_lists, output_folder / "index.html", grid_image=grid.name, title=title)
-    return grid, page

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -83,14 +82,14 @@ def image_problem(path: str | os.PathLike) -> str | None:
 def load_resized(path: str | os.PathLike, height: int, width: int) -> torch.Tensor:
     """Decode ``path`` and resize it bicubically to ``(height, width)``.
 
-    Returns a uint8 tensor of shape ``(3, height, width)``. Raises :class:`HHCLError` for a broken
-    file.
+    Returns a uint8 tensor of shape ``(3, height, width)`` (a channels-first view of an
+    ``(H, W, 3)`` array). Raises :class:`HHCLError` for a broken file.
     """
     image = read_image(path)
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BICUBIC)
-    array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    # One copy into a writable array; the channels-first view is made contiguous by torch.stack.
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
 class BrokenImageLog:
@@ -108,9 +107,3 @@ class BrokenImageLog:
 
 broken_image_log = BrokenImageLog()
 
-
-def describe_path(path: str | os.PathLike) -> str:
-    """A path as users should see it in messages: absolute, with a trailing slash for folders."""
-    resolved = Path(path).expanduser()
-    text = str(resolved.absolute())
-    return text + "/" if resolved.is_dir() else text

@@ -6,9 +6,11 @@ import json
 import os
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from hhcl.data import load_dataset
 from hhcl.data.synthetic import GALLERY, QUERY, TRAIN, SyntheticConfig, ensure_synthetic, render_synthetic
@@ -52,6 +54,11 @@ def test_written_layout_reads_back(tmp_path):
     assert {camid for _, _, camid in dataset.train + dataset.query + dataset.gallery} <= {0, 1, 2}
     names = sorted(os.listdir(tmp_path / "synth" / "train"))
     assert names[0].startswith("0001_c") and names[0].endswith(".jpg")
+    # the files hold the rendered pictures (up to JPEG's loss)
+    rendered = render_synthetic(SyntheticConfig(seed=2, **SMALL))
+    first_train = rendered.images[rendered.splits == TRAIN][0].float()
+    written = torch.from_numpy(np.array(Image.open(tmp_path / "synth" / "train" / names[0]))).permute(2, 0, 1).float()
+    assert (written - first_train).abs().mean() < 4.0
     manifest = json.loads((tmp_path / "synth" / "synthetic.json").read_text())
     assert manifest["seed"] == 2 and manifest["images_per_identity"] == 5
     # the same parameters reuse the folder; others are refused rather than overwritten

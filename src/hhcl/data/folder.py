@@ -27,7 +27,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from hhcl.data.dataset import SPLITS, Item, ReIDDataset, relabel_train
+from hhcl.data.dataset import SPLITS, Item, ReIDDataset
 from hhcl.data.scan import ParsedName, compile_pattern, label_index, list_image_files, parse_names
 from hhcl.errors import HHCLError
 
@@ -156,9 +156,9 @@ def _camera_index(label: str, cameras: dict[str, int], root: Path) -> int:
 
 
 def _train_items(names: list[ParsedName], cameras: dict[str, int]) -> list[Item]:
-    """Training items: pid parsed when the pattern has it (else -1), relabelled 0..N-1."""
+    """Training items: identities numbered 0..N-1 in pid order (-1 when the pattern gives none)."""
     labels = label_index(name.pid for name in names if name.pid is not None and not _is_unknown(name.pid))
-    items = [
+    return [
         (
             name.path,
             -1 if name.pid is None or _is_unknown(name.pid) else labels[name.pid],
@@ -166,7 +166,6 @@ def _train_items(names: list[ParsedName], cameras: dict[str, int]) -> list[Item]
         )
         for name in names
     ]
-    return relabel_train(items)
 
 
 def _is_unknown(pid: str) -> bool:

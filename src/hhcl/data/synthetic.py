@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -128,31 +129,43 @@ def _pick_queries(pids: np.ndarray, cams: np.ndarray, splits: np.ndarray, genera
     return np.sort(np.concatenate([chosen, fallback]))
 
 
-def render_synthetic(config: SyntheticConfig) -> SyntheticImages:
-    """Render the whole set in memory (see :class:`SyntheticImages`)."""
+def render_chunks(config: SyntheticConfig) -> tuple[SyntheticImages, Iterator[tuple[slice, torch.Tensor]]]:
+    """The set's labels (``images`` left empty) and an iterator of ``(rows, images uint8 (b, 3, H, W))``
+    rendering it ``RENDER_CHUNK`` images at a time, so a large set never sits in memory whole."""
     generator = torch.Generator().manual_seed(config.seed)
     num_ids = config.num_identities + config.test_identities
     identities = sample_identities(num_ids, generator)
     cameras = sample_cameras(config.num_cameras, config.camera_strength, generator)
     pids, cams, splits = assign_images(config, generator)
     shots = sample_shots(cameras, cams, generator)
-    images = torch.empty((len(pids), 3, config.height, config.width), dtype=torch.uint8)
-    for start in range(0, len(pids), RENDER_CHUNK):
-        rows = slice(start, start + RENDER_CHUNK)
-        chunk_cameras = cameras.select(cams[rows])
-        people = render_people(
-            identities.select(pids[rows]), chunk_cameras, shots.select(torch.arange(len(pids))[rows]),
-            config.height, config.width, generator,
-        )
-        images[rows] = apply_camera(people, chunk_cameras, generator)
-    return SyntheticImages(images=images, pids=pids, cams=cams, splits=splits)
+    labels = SyntheticImages(images=torch.empty((0, 3, config.height, config.width), dtype=torch.uint8),
+                             pids=pids, cams=cams, splits=splits)
+
+    def chunks() -> Iterator[tuple[slice, torch.Tensor]]:
+        for start in range(0, len(pids), RENDER_CHUNK):
+            rows = slice(start, min(start + RENDER_CHUNK, len(pids)))
+            chunk_cameras = cameras.select(cams[rows])
+            people = render_people(identities.select(pids[rows]), chunk_cameras, shots.select(torch.arange(len(pids))[rows]),
+                                   config.height, config.width, generator)
+            yield rows, apply_camera(people, chunk_cameras, generator)
+
+    return labels, chunks()
 
 
-def file_names(rendered: SyntheticImages) -> list[str]:
+def render_synthetic(config: SyntheticConfig) -> SyntheticImages:
+    """Render the whole set in memory (see :class:`SyntheticImages`)."""
+    labels, chunks = render_chunks(config)
+    images = torch.empty((len(labels.pids), 3, config.height, config.width), dtype=torch.uint8)
+    for rows, chunk in chunks:
+        images[rows] = chunk
+    return SyntheticImages(images=images, pids=labels.pids, cams=labels.cams, splits=labels.splits)
+
+
+def file_names(labels: SyntheticImages) -> list[str]:
     """``<split>/<pid:04d>_c<cam>_<n:04d>.jpg`` per image, 1-based pid and camera as in Market-1501."""
     names = []
     count_per_pid: dict[int, int] = {}
-    for pid, cam, split in zip(rendered.pids.tolist(), rendered.cams.tolist(), rendered.splits.tolist()):
+    for pid, cam, split in zip(labels.pids.tolist(), labels.cams.tolist(), labels.splits.tolist()):
         number = count_per_pid.get(pid, 0) + 1
         count_per_pid[pid] = number
         names.append(f"{SPLIT_FOLDERS[split]}/{pid + 1:04d}_c{cam + 1}_{number:04d}.jpg")
@@ -165,14 +178,15 @@ def write_synthetic(root: str | os.PathLike, config: SyntheticConfig, quality: i
     at the end, so an interrupted run leaves nothing that looks complete."""
     root = Path(root).expanduser()
     root.parent.mkdir(parents=True, exist_ok=True)
-    rendered = render_synthetic(config)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
         for folder in SPLIT_FOLDERS:
             (staging / folder).mkdir()
-        pixels = rendered.images.permute(0, 2, 3, 1).numpy()
-        for array, name in zip(pixels, file_names(rendered)):
-            Image.fromarray(array).save(staging / name, quality=quality)
+        labels, chunks = render_chunks(config)
+        names = file_names(labels)
+        for rows, images in chunks:
+            for array, name in zip(images.permute(0, 2, 3, 1).numpy(), names[rows]):
+                Image.fromarray(array).save(staging / name, quality=quality)
         (staging / MANIFEST).write_text(json.dumps(config.manifest(), indent=2) + "\n")
         if root.is_dir() and not any(root.iterdir()):
             root.rmdir()

@@ -79,15 +79,21 @@ def read_checkpoint(path: str | PathLike[str]) -> object:
                 f"{path} holds Python objects that safe loading refuses ({global_name}): "
                 f"re-save only its tensors with torch.save(model.state_dict(), ...)"
             ) from None
-        raise HHCLError(f"{path} is not a PyTorch checkpoint ({_first_line(error)})") from None
+        raise _not_a_checkpoint(path, error) from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, UnicodeDecodeError, KeyError) as error:
-        raise HHCLError(f"{path} is not a PyTorch checkpoint ({_first_line(error)})") from None
+        raise _not_a_checkpoint(path, error) from None
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(error).__name__}: {first}" if first else f"{type(error).__name__}: truncated or empty file"
+def _not_a_checkpoint(path: Path, error: BaseException) -> HHCLError:
+    if isinstance(error, EOFError):
+        detail = "the file is empty or truncated"
+    elif isinstance(error, (KeyError, pickle.UnpicklingError, UnicodeDecodeError)):
+        detail = "its bytes are neither a zip archive nor a pickle"
+    else:
+        text = str(error).strip()
+        first_sentence = text.splitlines()[0].split(". ")[0] if text else "unreadable"
+        detail = f"{type(error).__name__}: {first_sentence}"
+    return HHCLError(f"{path} is not a PyTorch checkpoint ({detail}): give a file written by torch.save")
 
 
 def _is_state_dict(value: object) -> bool:
@@ -122,6 +128,14 @@ def extract_state_dict(checkpoint: object, path: Path) -> dict[str, torch.Tensor
                     key, stripped = key[len(prefix):], True
         cleaned[key] = tensor
     return cleaned
+
+
+def saved_build_options(path: str | PathLike[str]) -> dict | None:
+    """The ``build_model`` arguments an hhcl checkpoint records (``"build_options"``), else None."""
+    checkpoint = read_checkpoint(path)
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("build_options"), dict):
+        return dict(checkpoint["build_options"])
+    return None
 
 
 def _unwrap_model(model: nn.Module) -> nn.Module:

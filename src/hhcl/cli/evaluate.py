@@ -1,0 +1,121 @@
+"""``hhcl evaluate``: mAP, rank-1/5/10 and mINP of a model on a dataset's query/gallery split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from hhcl.errors import HHCLError
+from hhcl.models.inference import PRECISIONS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", required=True, help="dataset name (see `hhcl datasets`), e.g. market1501 or folder")
+    data.add_argument("--root", metavar="DIR", help="the dataset folder")
+    data.add_argument("--pattern", metavar="REGEX",
+                      help="folder only: file-name pattern with groups (?P<pid>...) and (?P<cam>...)")
+    data.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="a dataset option, e.g. query_camera=a and gallery_camera=b (folder), subset=labeled "
+                           "(cuhk03np)")
+    data.add_argument("--height", type=int, default=256, help="input height (default 256)")
+    data.add_argument("--width", type=int, default=128, help="input width (default 128)")
+    data.add_argument("--num-workers", type=int, default=0, help="image-decoding processes (default 0)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--weights", required=True, metavar="FILE",
+                       help="a checkpoint: hhcl's model.pth, or torchreid / torchvision / IBN-Net weights")
+    model.add_argument("--arch", metavar="ARCH",
+                       help="architecture, e.g. resnet50 or osnet_x0_25 (may be left out for an hhcl checkpoint, "
+                            "which records it)")
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    run_group.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                           help="bf16: about 3x faster on CPUs with AVX512-BF16 (fp16 on CUDA only; default fp32)")
+    run_group.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
+    parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking of the distances")
+    parser.add_argument("--json", action="store_true",
+                        help='print one JSON object {"mAP", "rank1", "rank5", "rank10", "mINP"} in percent')
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_model_for_weights(arch: str | None, weights: str):
+    """The model that ``weights`` fit: an hhcl checkpoint's recorded options, else ``arch`` as built by default."""
+    from hhcl.models import build_model, load_weights
+    from hhcl.models.weights import saved_build_options
+
+    options = saved_build_options(weights)
+    if options is not None:
+        if arch is not None and options.get("arch") != arch:
+            raise HHCLError(f"{weights} holds a {options.get('arch')} model, not {arch}: pass --arch "
+                            f"{options.get('arch')} or leave --arch out")
+        model = build_model(**options)
+    elif arch is None:
+        raise HHCLError(f"{weights} does not record its architecture: pass --arch (e.g. --arch osnet_x0_25)")
+    else:
+        model = build_model(arch)
+    load_weights(model, weights)
+    return model
+
+
+def _check_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise HHCLError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HHCLError(f"--device {name} but CUDA is not available here: use --device cpu")
+    return device
+
+
+def _ids(items) -> tuple[list[int], list[int]]:
+    return [pid for _, pid, _ in items], [camid for _, _, camid in items]
+
+
+def run(args: argparse.Namespace) -> int:
+    from hhcl.cli.datasets import parse_options
+    from hhcl.data import load_dataset
+    from hhcl.evaluation import evaluate_features
+    from hhcl.models import extract_features
+
+    device = _check_device(args.device)
+    options = parse_options(args.option)
+    if args.pattern:
+        options["pattern"] = args.pattern
+    dataset = load_dataset(args.dataset, args.root, **options)
+    if not dataset.query or not dataset.gallery:
+        raise HHCLError(f"dataset {args.dataset} at {args.root} has no query/gallery split to evaluate "
+                        "(for one folder split by camera pass -o query_camera=A -o gallery_camera=B)")
+    model = build_model_for_weights(args.arch, args.weights)
+
+    def features_of(items, description: str) -> torch.Tensor:
+        return extract_features(model, items, batch_size=args.batch_size, device=device, height=args.height,
+                                width=args.width, num_workers=args.num_workers, precision=args.precision,
+                                progress=not args.no_progress, description=description)
+
+    query_features = features_of(dataset.query, "query")
+    gallery_features = features_of(dataset.gallery, "gallery")
+    q_pids, q_cams = _ids(dataset.query)
+    g_pids, g_cams = _ids(dataset.gallery)
+    result = evaluate_features(query_features, gallery_features, q_pids, g_pids, q_cams, g_cams,
+                               max_rank=min(50, len(dataset.gallery)), rerank=args.rerank)
+    cmc = result["cmc"]
+
+    def rank(k: int) -> float:
+        # A gallery smaller than k holds every match within rank k.
+        return cmc[min(k, len(cmc)) - 1]
+
+    metrics = {"mAP": result["mAP"], "rank1": rank(1), "rank5": rank(5), "rank10": rank(10), "mINP": result["mINP"]}
+    percent = {name: round(100.0 * float(value), 2) for name, value in metrics.items()}
+    if args.json:
+        print(json.dumps(percent))
+        return 0
+    arch = model.build_options["arch"]
+    rerank = ", re-ranked" if args.rerank else ""
+    print(f"{arch} on {args.dataset}: {len(dataset.query)} query, {len(dataset.gallery)} gallery images "
+          f"({result['num_valid_queries']} queries evaluated{rerank})")
+    for name, label in (("mAP", "mAP"), ("rank1", "rank-1"), ("rank5", "rank-5"), ("rank10", "rank-10"),
+                        ("mINP", "mINP")):
+        print(f"  {label:8s} {percent[name]:6.2f}%")
+    return 0

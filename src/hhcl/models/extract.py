@@ -1,0 +1,58 @@
+"""``extract_features``: L2-normalised features of a list of images, in their order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from os import PathLike
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from hhcl.data.loaders import build_test_loader
+from hhcl.data.transforms import normalize_batch
+from hhcl.models.inference import autocast, inference_context, prepare_images
+
+
+def extract_features(
+    model: nn.Module,
+    items: Sequence[str | PathLike[str] | tuple],
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    height: int = 256,
+    width: int = 128,
+    num_workers: int = 0,
+    precision: str = "fp32",
+    progress: bool = True,
+    strict: bool = False,
+    description: str = "features",
+) -> torch.Tensor:
+    """Features of ``items`` (paths or ``(path, pid, camid)`` tuples): ``(N, D)`` float32 on the CPU,
+    L2-normalised, row ``i`` for ``items[i]``.
+
+    Images are resized to ``height x width`` and normalised with the ImageNet mean/std. The model
+    runs in eval mode on ``device`` at ``precision`` (``"fp32"``, ``"bf16"``: about 3x faster on
+    CPUs with AVX512-BF16, or ``"fp16"`` on CUDA); its mode and memory format are restored after.
+    A broken image is skipped by the loader with a warning and keeps a zero row (``strict=True``
+    makes it an error instead).
+    """
+    device = torch.device(device)
+    loader = build_test_loader(items, batch_size=batch_size, height=height, width=width, num_workers=num_workers,
+                               strict=strict)
+    features: torch.Tensor | None = None
+    with inference_context(model, precision, device), tqdm(total=len(items), desc=description, unit="img",
+                                                            disable=not progress, leave=False) as bar:
+        for images, indices in loader:
+            batch = prepare_images(normalize_batch(images.to(device, non_blocking=True)), precision, device)
+            with autocast(precision, device):
+                output = model(batch)
+            # Re-normalise in float32: a bf16/fp16 output is only approximately unit length.
+            output = F.normalize(output.float(), dim=1).cpu()
+            if features is None:
+                features = torch.zeros(len(items), output.shape[1], dtype=torch.float32)
+            features[indices] = output
+            bar.update(len(indices))
+    if features is None:  # no items, or every image broken
+        return torch.zeros(len(items), model.feature_dim, dtype=torch.float32)
+    return features

@@ -1,0 +1,88 @@
+"""``hhcl evaluate`` on a small query/gallery folder: figures, JSON, and one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hhcl.cli import main
+from hhcl.data import load_dataset
+from hhcl.evaluation import evaluate_features
+from hhcl.models import build_model, extract_features
+
+HEIGHT, WIDTH = 64, 32
+
+
+@pytest.fixture(scope="module")
+def folder_dataset(tmp_path_factory):
+    """3 identities seen by cameras 1 (query) and 2 (gallery), plus a distractor in the gallery."""
+    root = tmp_path_factory.mktemp("dataset")
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, size=(4, 3))
+    for split, camera, pids in (("query", 1, (1, 2, 3)), ("gallery", 2, (1, 2, 3, 4))):
+        (root / split).mkdir()
+        for pid in pids:
+            for shot in range(2):
+                noise = rng.integers(-40, 40, size=(40, 20, 3))
+                pixels = np.clip(colours[pid - 1] + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / f"{pid:04d}_c{camera}_{shot:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def hhcl_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("osnet_x0_25", num_features=64)
+    path = tmp_path_factory.mktemp("run") / "model.pth"
+    torch.save({"model": model.state_dict(), "build_options": model.build_options, "epoch": 1}, path)
+    return path
+
+
+def evaluate_args(root, weights, *extra):
+    return ["evaluate", "--dataset", "folder", "--root", str(root), "--weights", str(weights),
+            "--height", str(HEIGHT), "--width", str(WIDTH), "--no-progress", *extra]
+
+
+def test_json_figures_are_those_of_the_library_in_percent(folder_dataset, hhcl_checkpoint, capsys):
+    assert main(evaluate_args(folder_dataset, hhcl_checkpoint, "--json")) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"mAP", "rank1", "rank5", "rank10", "mINP"}
+
+    dataset = load_dataset("folder", folder_dataset)
+    model = build_model("osnet_x0_25", num_features=64, weights=hhcl_checkpoint)
+    query = extract_features(model, dataset.query, height=HEIGHT, width=WIDTH, progress=False)
+    gallery = extract_features(model, dataset.gallery, height=HEIGHT, width=WIDTH, progress=False)
+    expected = evaluate_features(query, gallery, [pid for _, pid, _ in dataset.query],
+                                 [pid for _, pid, _ in dataset.gallery], [cam for _, _, cam in dataset.query],
+                                 [cam for _, _, cam in dataset.gallery], max_rank=8)
+    assert printed["mAP"] == pytest.approx(100 * expected["mAP"], abs=0.01)
+    assert printed["rank1"] == pytest.approx(100 * expected["cmc"][0], abs=0.01)
+    assert printed["rank10"] == 100.0  # 8 gallery images: every match is within rank 10
+
+
+def test_text_output_names_the_model_and_every_figure(folder_dataset, hhcl_checkpoint, capsys):
+    assert main(evaluate_args(folder_dataset, hhcl_checkpoint, "--arch", "osnet_x0_25", "--precision", "bf16")) == 0
+    out = capsys.readouterr().out
+    assert "osnet_x0_25 on folder: 6 query, 8 gallery images" in out
+    for label in ("mAP", "rank-1", "rank-5", "rank-10", "mINP"):
+        assert f"  {label} " in out
+
+
+def test_arch_that_contradicts_the_checkpoint_is_a_one_line_error(folder_dataset, hhcl_checkpoint, capsys):
+    assert main(evaluate_args(folder_dataset, hhcl_checkpoint, "--arch", "resnet50")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds a osnet_x0_25 model, not resnet50" in err
+
+
+def test_backbone_file_needs_an_arch(folder_dataset, tmp_path, capsys):
+    torch.save(build_model("osnet_x0_25").backbone.state_dict(), tmp_path / "osnet.pth")
+    assert main(evaluate_args(folder_dataset, tmp_path / "osnet.pth")) == 2
+    assert "pass --arch" in capsys.readouterr().err
+
+
+def test_weights_that_are_not_a_checkpoint_exit_2(folder_dataset, tmp_path, capsys):
+    (tmp_path / "notes.pth").write_text("not weights")
+    assert main(evaluate_args(folder_dataset, tmp_path / "notes.pth", "--arch", "osnet_x0_25")) == 2
+    assert "is not a PyTorch checkpoint" in capsys.readouterr().err

@@ -66,6 +66,13 @@ def test_empty_split(folder_root):
     assert f"no images in {folder_root / 'gallery'}/" in one_line(error)
 
 
+def test_images_only_in_sub_folders(tmp_path, make_files):
+    make_files(tmp_path / "0001", ["0001_c1_1.jpg"])
+    with pytest.raises(HHCLError) as error:
+        load_dataset("folder", tmp_path)
+    assert f"no images in {tmp_path}/" in one_line(error) and "sub-folders are not searched" in one_line(error)
+
+
 def test_name_not_matching_pattern_names_file_and_pattern(folder_root, make_files):
     make_files(folder_root / "train", ["IMG_2031.jpg"])
     with pytest.raises(HHCLError) as error:

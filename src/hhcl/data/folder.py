@@ -88,8 +88,10 @@ def _require_folder_root(root) -> Path:
 def _scan(folder: Path, pattern: re.Pattern, scan: dict) -> list[ParsedName]:
     files = list_image_files(folder, **scan)
     if not files:
+        nested = any(entry.is_dir() for entry in folder.iterdir())
+        hint = " (sub-folders are not searched: point --root at the folder that holds the images)" if nested else ""
         raise HHCLError(
-            f"no images in {folder}/; expected .jpg, .jpeg, .png or .bmp files matching {pattern.pattern!r}"
+            f"no images in {folder}/; expected .jpg, .jpeg, .png or .bmp files matching {pattern.pattern!r}{hint}"
         )
     return parse_names(files, pattern)
 

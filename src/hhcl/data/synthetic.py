@@ -11,6 +11,7 @@ has a match in another camera.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ from hhcl.data.dataset import ReIDDataset
 from hhcl.data.folder import read_folder
 from hhcl.data.pedestrians import apply_camera, render_people, sample_cameras, sample_identities, sample_shots
 from hhcl.errors import HHCLError
+
+logger = logging.getLogger("hhcl.data")
 
 # Bump when the pictures change for the same parameters, so old caches are not mistaken for new.
 GENERATOR_VERSION = 1
@@ -227,6 +230,8 @@ def ensure_synthetic(root: str | os.PathLike | None, config: SyntheticConfig) ->
         raise HHCLError(
             f"{root} exists and is not a synthetic set (no {MANIFEST}); pass an empty or new folder as --root"
         )
+    count = (config.num_identities + config.test_identities) * config.images_per_identity
+    logger.info("generating the synthetic set (%d images, %s) into %s", count, config.describe(), root)
     return write_synthetic(root, config)
 
 

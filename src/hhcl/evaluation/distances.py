@@ -69,17 +69,21 @@ def row_norms(features: torch.Tensor, metric: str) -> torch.Tensor:
     return squared_norms
 
 
-def distance_block(x: torch.Tensor, x_norms: torch.Tensor, y: torch.Tensor, y_norms: torch.Tensor, metric: str) -> torch.Tensor:
+def distance_block(
+    x: torch.Tensor, x_norms: torch.Tensor, y: torch.Tensor, y_norms: torch.Tensor, metric: str, out=None
+) -> torch.Tensor:
     """Distances between rows: (M, D), (N, D) with their :func:`row_norms` -> (M, N).
 
     Squared euclidean: (|x|^2 + |y|^2) - 2 x.y, clamped at 0 against rounding.
-    Cosine: 1 - x.y / (|x| |y|).
+    Cosine: 1 - x.y / (|x| |y|). ``out``: an (M, N) tensor to write into, reused across chunks
+    so that the allocator does not pile up freed blocks.
     """
     if metric == "cosine":
-        similarity = (x @ y.T).mul_(x_norms[:, None]).mul_(y_norms[None, :])
+        similarity = torch.mm(x, y.T, out=out).mul_(x_norms[:, None]).mul_(y_norms[None, :])
         return similarity.neg_().add_(1.0)
     # One (M, N) buffer: the norms are added by the matrix product itself (GEMM with beta = 1).
-    return (x_norms[:, None] + y_norms[None, :]).addmm_(x, y.T, alpha=-2.0).clamp_min_(0.0)
+    distances = torch.add(x_norms[:, None], y_norms[None, :], out=out)
+    return distances.addmm_(x, y.T, alpha=-2.0).clamp_min_(0.0)
 
 
 def pairwise_distance(
@@ -99,7 +103,7 @@ def pairwise_distance(
 
 
 def pair_distances(
-    features: torch.Tensor, norms: torch.Tensor, left: np.ndarray, right: np.ndarray, metric: str, pairs_per_chunk: int = 4096
+    features: torch.Tensor, norms: torch.Tensor, left: np.ndarray, right: np.ndarray, metric: str, pairs_per_chunk: int = 512
 ) -> np.ndarray:
     """Distances between ``features[left[t]]`` and ``features[right[t]]``, as :func:`distance_block`
     gives them up to rounding. ``features``: (N, D) with ``norms`` (N,); returns (M,) numpy."""
@@ -107,7 +111,7 @@ def pair_distances(
     for start in range(0, len(left), pairs_per_chunk):
         left_rows = torch.as_tensor(left[start : start + pairs_per_chunk], device=features.device)
         right_rows = torch.as_tensor(right[start : start + pairs_per_chunk], device=features.device)
-        similarity = torch.einsum("md,md->m", features[left_rows], features[right_rows])
+        similarity = torch.linalg.vecdot(features[left_rows], features[right_rows])
         if metric == "cosine":
             block = 1.0 - similarity * norms[left_rows] * norms[right_rows]
         else:
@@ -121,9 +125,13 @@ def iter_distance_chunks(
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield ``(start, stop, distances (stop - start, G))`` for consecutive query rows.
 
-    ``queries`` (Q, D) and ``gallery`` (G, D) are checked tensors on one device.
+    ``queries`` (Q, D) and ``gallery`` (G, D) are checked tensors on one device. Each chunk is
+    overwritten by the next: use it before asking for the next one.
     """
     query_norms, gallery_norms = row_norms(queries, metric), row_norms(gallery, metric)
+    buffer = queries.new_empty((min(rows_per_chunk, queries.shape[0]), gallery.shape[0]))
     for start in range(0, queries.shape[0], rows_per_chunk):
         stop = min(start + rows_per_chunk, queries.shape[0])
-        yield start, stop, distance_block(queries[start:stop], query_norms[start:stop], gallery, gallery_norms, metric)
+        yield start, stop, distance_block(
+            queries[start:stop], query_norms[start:stop], gallery, gallery_norms, metric, out=buffer[: stop - start]
+        )

@@ -5,7 +5,7 @@ The textbook implementation allocates several dense (Q+G)^2 matrices (distances,
 neighbourhood weights V and their query expansion). Each row of V has only a few dozen non-zeros,
 so here V is a scipy.sparse matrix, the ranking keeps only each row's nearest neighbours, and
 the full distance matrix is only ever held one chunk of rows at a time. The numbers are those of
-the textbook algorithm: the same neighbour sets, weights and Jaccard distances, computed in
+the textbook algorithm: the same neighbour sets, weights and Jaccard distances, the weights in
 float64 (the textbook stores V in float16 to save memory; sparse storage makes that unnecessary).
 
 Notation, for N = Q + G features (queries first):
@@ -48,13 +48,15 @@ class Neighbourhoods:
     row_max: np.ndarray
 
 
-def check_rerank_parameters(k1: int, k2: int, lambda_value: float) -> None:
+def check_rerank_parameters(k1: int, k2: int, lambda_value: float) -> tuple[int, int, float]:
+    """The parameters as (int, int, float); HHCLError when out of range."""
     if int(k1) != k1 or k1 < 1:
         raise HHCLError(f"re-ranking k1 must be a positive integer, got {k1} (the paper uses 20)")
     if int(k2) != k2 or k2 < 1:
         raise HHCLError(f"re-ranking k2 must be a positive integer, got {k2} (the paper uses 6)")
     if not 0.0 <= lambda_value <= 1.0:
         raise HHCLError(f"re-ranking lambda_value must lie in [0, 1], got {lambda_value} (the paper uses 0.3)")
+    return int(k1), int(k2), float(lambda_value)
 
 
 def smallest_in_rows(values: np.ndarray, k: int) -> np.ndarray:
@@ -65,7 +67,8 @@ def smallest_in_rows(values: np.ndarray, k: int) -> np.ndarray:
     """
     if k == values.shape[1]:
         return np.argsort(values, axis=1, kind="stable")
-    selected = np.argpartition(values, k - 1, axis=1)[:, :k]
+    # torch.topk returns just the k picks, where argpartition would allocate a full index array.
+    selected = torch.topk(torch.from_numpy(values), k, dim=1, largest=False, sorted=False).indices.numpy()
     kth_value = np.take_along_axis(values, selected, axis=1).max(axis=1)
     # argpartition picks arbitrarily among entries equal to the k-th value: redo those rows.
     ambiguous = np.flatnonzero(np.count_nonzero(values <= kth_value[:, None], axis=1) > k)
@@ -85,9 +88,11 @@ def nearest_neighbours(
     nearest = np.empty((num_points, num_neighbours), dtype=np.int64)
     nearest_od = np.empty((num_points, num_neighbours))
     row_max = np.empty(num_points)
+    block = features.new_empty((min(rows_per_chunk, num_points), num_points))
     for start in range(0, num_points, rows_per_chunk):
         stop = min(start + rows_per_chunk, num_points)
-        od = distance_block(features[start:stop], norms[start:stop], features, norms, metric).cpu().numpy()
+        distances = distance_block(features[start:stop], norms[start:stop], features, norms, metric, out=block[: stop - start])
+        od = distances.cpu().numpy()
         block_max = od.max(axis=1)
         # A row of all-zero distances (every point identical) stays all zero instead of 0/0.
         block_max[block_max == 0] = 1.0
@@ -209,7 +214,7 @@ def iter_reranked_chunks(
     ``features``: (Q + G, D) checked tensor, the ``num_query`` queries first.
     Final distance: ``(1 - lambda) * jaccard + lambda * od``.
     """
-    check_rerank_parameters(k1, k2, lambda_value)
+    k1, k2, lambda_value = check_rerank_parameters(k1, k2, lambda_value)
     num_points = features.shape[0]
     rows_per_chunk = rows_per_chunk or max(1, CHUNK_ELEMENTS // num_points)
     num_stored = min(num_points, max(STORED_NEIGHBOUR_FACTOR * (k1 + 1), k2))
@@ -222,16 +227,22 @@ def iter_reranked_chunks(
 
     norms = row_norms(features, metric)
     gallery, gallery_norms = features[num_query:], norms[num_query:]
+    num_gallery = gallery.shape[0]
+    # Buffers reused by every chunk; each yielded chunk is overwritten by the next.
+    distance_buffer = features.new_empty((min(rows_per_chunk, num_query), num_gallery))
+    denominator_buffer = np.empty((min(rows_per_chunk, num_query), num_gallery))
     for start in range(0, num_query, rows_per_chunk):
         stop = min(start + rows_per_chunk, num_query)
-        od = distance_block(features[start:stop], norms[start:stop], gallery, gallery_norms, metric).cpu().numpy()
+        distances = distance_block(
+            features[start:stop], norms[start:stop], gallery, gallery_norms, metric, out=distance_buffer[: stop - start]
+        )
+        od = distances.cpu().numpy()
         od /= neighbourhoods.row_max[start:stop, None]
-        shared = min_overlap(weights[start:stop], gallery_weights_by_column)
-        jaccard = np.subtract(2.0, shared)
-        np.divide(shared, jaccard, out=jaccard)
-        np.subtract(1.0, jaccard, out=jaccard)
-        del shared
-        jaccard *= 1 - lambda_value
+        reranked = min_overlap(weights[start:stop], gallery_weights_by_column)
+        denominator = np.subtract(2.0, reranked, out=denominator_buffer[: stop - start])
+        np.divide(reranked, denominator, out=reranked)
+        np.subtract(1.0, reranked, out=reranked)  # the Jaccard distance, 1 - shared / (2 - shared)
+        reranked *= 1 - lambda_value
         od *= lambda_value
-        jaccard += od
-        yield start, stop, jaccard
+        reranked += od
+        yield start, stop, reranked

@@ -231,6 +231,12 @@ def test_an_hhcl_model_file_is_rebuilt_with_its_options(tmp_path, image_files):
     torch.testing.assert_close(extractor(image_files), expected, rtol=0, atol=1e-5)
     with pytest.raises(HHCLError, match=r"trained as osnet_x0_25, not osnet_x0_5: pass --arch osnet_x0_25"):
         FeatureExtractor("osnet_x0_5", path)
+    assert FeatureExtractor(None, path, **SMALL).arch == "osnet_x0_25"
+
+
+def test_a_plain_state_dict_needs_the_arch(weights):
+    with pytest.raises(HHCLError, match="does not record its architecture: pass --arch"):
+        FeatureExtractor(None, weights)
 
 
 @pytest.mark.parametrize(

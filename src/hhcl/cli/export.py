@@ -10,7 +10,9 @@ from hhcl.export import DEFAULT_OPSET, PARITY_TOLERANCE
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, metavar="FILE", help="trained weights (.pth/.pt/.tar)")
-    parser.add_argument("--arch", required=True, metavar="ARCH", help="architecture of the weights, e.g. osnet_x0_25")
+    parser.add_argument("--arch", metavar="ARCH",
+                        help="architecture of the weights, e.g. osnet_x0_25 (may be left out for an hhcl model "
+                             "file, which records it)")
     parser.add_argument("--output", required=True, metavar="FILE", help="the .onnx file to write")
     parser.add_argument("--height", type=int, default=256, help="input height (default 256)")
     parser.add_argument("--width", type=int, default=128, help="input width (default 128)")
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_trained_model(args.arch, args.weights)
     report = export_onnx(
         model, args.output, height=args.height, width=args.width, opset=args.opset, tolerance=args.tolerance,
-        metadata={"arch": args.arch, "weights": Path(args.weights).name},
+        metadata={"arch": model.build_options["arch"], "weights": Path(args.weights).name},
     )
     print(report.summary())
     return 0

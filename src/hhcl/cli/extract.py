@@ -14,7 +14,9 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
     """``--weights``, ``--arch`` and the :class:`~hhcl.retrieval.FeatureExtractor` settings."""
     parser.add_argument("--weights", required=True, metavar="FILE",
                         help="trained weights (.pth/.pt/.tar), or an .onnx file with --backend onnx")
-    parser.add_argument("--arch", required=True, metavar="ARCH", help="architecture of the weights, e.g. osnet_x0_25")
+    parser.add_argument("--arch", metavar="ARCH",
+                        help="architecture of the weights, e.g. osnet_x0_25 (may be left out for an hhcl model "
+                             "file or an ONNX export, which record it)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="run with PyTorch or onnxruntime")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",

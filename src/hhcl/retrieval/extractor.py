@@ -31,8 +31,8 @@ class FeatureExtractor:
     progress bar for long inputs.
 
     Args:
-        arch: the architecture name (``hhcl.models.list_archs()``). With ``backend="onnx"`` it is
-            checked against the one recorded in the file, and may be None.
+        arch: the architecture name (``hhcl.models.list_archs()``). hhcl model files and ONNX
+            exports record theirs: it is checked against it, and may be None.
         weights: a PyTorch checkpoint (torch backend: an hhcl checkpoint, a state_dict, or a
             torchvision / torchreid / IBN-Net backbone file) or an ``.onnx`` file written by
             :func:`hhcl.export.export_onnx` (onnx backend).
@@ -75,8 +75,8 @@ class FeatureExtractor:
         self.progress = progress
         if backend == "torch":
             check_precision(precision, self.device)
-            self.arch = arch
             self.model = load_trained_model(arch, self.weights, self.device)
+            self.arch = self.model.build_options.get("arch", arch)
             self.feature_dim = int(self.model.feature_dim)
             self.height, self.width = height, width
         else:
@@ -260,31 +260,30 @@ def _as_items(images) -> list:
 
 
 def load_trained_model(arch: str | None, weights: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Build ``arch`` and load every tensor of its backbone from ``weights``; in eval mode on ``device``.
+    """Build the model ``weights`` were trained as and load every tensor; in eval mode on ``device``.
 
-    An hhcl model file carries the options it was built with (pooling, embedding size, last
+    An hhcl model file records its architecture and build options (pooling, embedding size, last
     stride): the model is rebuilt with them, since the same tensors under another last stride or
-    pooling give other features. A file that leaves part of the model out (or brings tensors it
-    does not have) is refused with an :class:`HHCLError`: features from a half-loaded model would
-    be silently wrong.
+    pooling give other features, and ``arch`` may then be None. Any other file is loaded into
+    ``arch`` built by default. A file that leaves part of the model out (or brings tensors it does
+    not have) is refused with an :class:`HHCLError`: features from a half-loaded model would be
+    silently wrong.
     """
     from hhcl.models import build_model, list_archs, load_weights
-    from hhcl.models.weights import read_checkpoint
+    from hhcl.models.weights import saved_build_options
 
-    if arch is None:
-        raise HHCLError(f"the torch backend needs an architecture: pass one of {', '.join(list_archs())}")
     weights = Path(weights)
     if weights.suffix.lower() == ".onnx":
         raise HHCLError(f"{weights} is an ONNX file: run it with backend 'onnx' (--backend onnx)")
-    checkpoint = read_checkpoint(weights)
-    build_options = checkpoint.get("build_options") if isinstance(checkpoint, dict) else None
-    if isinstance(build_options, dict):
-        trained_arch = build_options.get("arch", arch)
-        if trained_arch != arch:
-            raise HHCLError(f"weights {weights} were trained as {trained_arch}, not {arch}: pass --arch {trained_arch}")
-        options = {key: value for key, value in build_options.items() if key != "arch"}
-    else:
-        options = {}
+    options = saved_build_options(weights) or {}
+    trained_arch = options.pop("arch", None)
+    if trained_arch is not None and arch is not None and trained_arch != arch:
+        raise HHCLError(
+            f"weights {weights} were trained as {trained_arch}, not {arch}: pass --arch {trained_arch} or leave it out"
+        )
+    arch = arch or trained_arch
+    if arch is None:
+        raise HHCLError(f"{weights} does not record its architecture: pass --arch, one of {', '.join(list_archs())}")
     model = build_model(arch, **options)
     report = load_weights(model, weights, verbose=False)
     incomplete = report.missing or report.unexpected

@@ -1,0 +1,313 @@
+"""k nearest neighbours by inner product, for L2-normalised features.
+
+Every list is ranked by decreasing similarity, equal similarities by increasing index, so that
+the k-reciprocal sets built on it (and through them the pseudo-labels) do not depend on how a
+matmul kernel happened to break ties.
+
+Methods:
+    "matmul"      exact, on the features' device. On CPU: tiles of the upper triangle of the
+                  similarity matrix only (each tile serves its rows and its columns), keeping a
+                  running top-k per row; on CUDA: chunks of rows against all, with torch top-k.
+                  Never holds more than a (block, block) tile or a (block, N) chunk.
+    "faiss"       exact; faiss ``IndexFlatIP`` (CPU, float32).
+    "faiss-ivf"   approximate; ``IndexIVFFlat`` probing ``nprobe`` of its lists.
+    "faiss-hnsw"  approximate; ``IndexHNSWFlat``, for millions of images.
+    "auto"        "matmul". Measured on the project's 2-core CPU machine (N = 12,936, D = 2048),
+                  the symmetric tiling costs about 0.7x the CPU time of faiss's exact flat
+                  search, which computes every similarity twice; faiss stays available by name,
+                  and its approximate indexes are the way to go beyond a few hundred thousand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hhcl.errors import HHCLError
+
+KNN_METHODS = ("auto", "matmul", "faiss", "faiss-ivf", "faiss-hnsw")
+
+# How far a row's norm may be from 1 before we refuse the features (float16 rounding of a
+# 2048-d unit vector moves its norm by about 1e-3).
+_NORM_TOLERANCE = 2e-2
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The ranked neighbour lists of N points.
+
+    indices: (N, k) int64, row i ranked by decreasing similarity to point i (i itself usually
+        first); -1 where an approximate index returned fewer than k neighbours.
+    similarities: (N, k) float32 or float64, the inner products matching ``indices``
+        (-inf where the index is -1).
+    exact: whether the lists are the exact top k.
+    """
+
+    indices: np.ndarray
+    similarities: np.ndarray
+    exact: bool
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def as_feature_tensor(features) -> torch.Tensor:
+    """Check an (N, D) array of L2-normalised features and return it as a torch tensor.
+
+    Accepts a torch tensor (any device) or a numpy array. float16 and bfloat16 are upcast to
+    float32 (their rounding would create spurious ties in the ranking); float64 stays float64.
+    Raises HHCLError for a wrong shape, non-finite values or rows that are not unit length.
+    """
+    if isinstance(features, np.ndarray):
+        tensor = torch.from_numpy(features)
+    elif isinstance(features, torch.Tensor):
+        tensor = features.detach()
+    else:
+        raise HHCLError(
+            f"features must be a torch tensor or numpy array of shape (N, D), got {type(features).__name__}; "
+            "pass the output of hhcl.models.extract_features"
+        )
+    if tensor.ndim != 2 or tensor.shape[0] == 0 or tensor.shape[1] == 0:
+        raise HHCLError(
+            f"features must have shape (N, D) with N, D >= 1, got {tuple(tensor.shape)}; "
+            "stack one feature vector per image"
+        )
+    if not tensor.is_floating_point():
+        raise HHCLError(f"features must be floating point, got {tensor.dtype}; convert them with .float()")
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        tensor = tensor.float()
+    if not bool(torch.isfinite(tensor).all()):
+        raise HHCLError("features contain NaN or infinite values; check the model's output before clustering")
+    norms = torch.linalg.vector_norm(tensor, dim=1)
+    worst = float((norms - 1).abs().max())
+    if worst > _NORM_TOLERANCE:
+        raise HHCLError(
+            f"features must be L2-normalised (row norms 1), but a row has norm {1 + worst:.4g} or "
+            f"{1 - worst:.4g}; apply torch.nn.functional.normalize(features, dim=1) first"
+        )
+    return tensor.contiguous()
+
+
+def rank_rows(similarities: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Order each row by decreasing similarity, equal similarities by increasing index.
+
+    similarities, indices: (N, m). Returns both reordered, same shapes.
+    """
+    by_index = torch.argsort(indices, dim=1)
+    indices = indices.gather(1, by_index)
+    similarities = similarities.gather(1, by_index)
+    by_similarity = torch.sort(similarities, dim=1, descending=True, stable=True).indices
+    return similarities.gather(1, by_similarity), indices.gather(1, by_similarity)
+
+
+def _merge_candidates(
+    best_sims: np.ndarray,
+    best_idx: np.ndarray,
+    worst: np.ndarray,
+    target_rows: np.ndarray,
+    candidate_idx: np.ndarray,
+    candidate_sims: np.ndarray,
+) -> None:
+    """Merge candidate neighbours into the running top lists, in place.
+
+    best_sims, best_idx: (N, keep), unordered within a row. worst: (N,) each row's smallest kept
+    similarity. target_rows, candidate_idx, candidate_sims: (C,) one candidate per entry.
+    """
+    if target_rows.size == 0:
+        return
+    keep = best_sims.shape[1]
+    order = np.argsort(target_rows, kind="stable")
+    target_rows, candidate_idx, candidate_sims = target_rows[order], candidate_idx[order], candidate_sims[order]
+    rows, first, counts = np.unique(target_rows, return_index=True, return_counts=True)
+    slot = np.arange(target_rows.size) - np.repeat(first, counts)
+    row_pos = np.repeat(np.arange(rows.size), counts)
+    width = int(counts.max())
+    padded_sims = np.full((rows.size, keep + width), -np.inf, dtype=best_sims.dtype)
+    padded_idx = np.full((rows.size, keep + width), -1, dtype=np.int64)
+    padded_sims[:, :keep] = best_sims[rows]
+    padded_idx[:, :keep] = best_idx[rows]
+    padded_sims[row_pos, keep + slot] = candidate_sims
+    padded_idx[row_pos, keep + slot] = candidate_idx
+    kept = np.argpartition(-padded_sims, keep - 1, axis=1)[:, :keep]
+    best_sims[rows] = np.take_along_axis(padded_sims, kept, axis=1)
+    best_idx[rows] = np.take_along_axis(padded_idx, kept, axis=1)
+    worst[rows] = best_sims[rows].min(axis=1)
+
+
+def _blocked_top_cpu(x: torch.Tensor, keep: int, block_size: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-`keep` similarities of every row of x (N, D) (CPU) against all rows; ties at
+    the cut are resolved arbitrarily (nearest_neighbours re-ranks those rows).
+
+    Visits each tile (I, J) with I <= J once: its rows feed block I's lists and its columns feed
+    block J's, which halves the matmul work. Diagonal tiles go first and seed each block's lists
+    with a top-k; after that only the few tile entries above a row's current worst kept
+    similarity are merged, which costs a comparison and a scan instead of a top-k per tile.
+    Returns (N, keep) similarities and int64 indices, unordered within a row.
+    """
+    n = x.shape[0]
+    points = x.numpy()
+    dtype = points.dtype
+    tile_buffer = np.empty(min(block_size, n) ** 2, dtype=dtype)
+    best_sims = np.full((n, keep), -np.inf, dtype=dtype)
+    best_idx = np.full((n, keep), -1, dtype=np.int64)
+    worst = np.full(n, -np.inf, dtype=dtype)
+    blocks = [(start, min(start + block_size, n)) for start in range(0, n, block_size)]
+    tiles = [(a, a) for a in range(len(blocks))]
+    tiles += [(a, b) for a in range(len(blocks)) for b in range(a + 1, len(blocks))]
+    if progress:
+        from tqdm import tqdm
+
+        tiles = tqdm(tiles, desc="kNN", unit="tile")
+    for a, b in tiles:
+        (a0, a1), (b0, b1) = blocks[a], blocks[b]
+        # numpy's BLAS, into one reused buffer: measured about 1.2x faster than torch's matmul
+        # on this project's CPUs, and the tiles are nearly all of the kNN time.
+        tile = tile_buffer[: (a1 - a0) * (b1 - b0)].reshape(a1 - a0, b1 - b0)
+        np.matmul(points[a0:a1], points[b0:b1].T, out=tile)
+        if a == b:
+            take = min(keep, b1 - b0)
+            top_sims, top_cols = torch.from_numpy(tile).topk(take, dim=1)
+            best_sims[a0:a1, :take] = top_sims.numpy()
+            best_idx[a0:a1, :take] = top_cols.numpy() + b0
+            worst[a0:a1] = best_sims[a0:a1].min(axis=1)
+            continue
+        width = b1 - b0
+        hits = np.flatnonzero(tile > worst[a0:a1, None])
+        hit_rows, hit_cols = np.divmod(hits, width)
+        _merge_candidates(best_sims, best_idx, worst, hit_rows + a0, hit_cols + b0, tile.ravel()[hits])
+        # The same tile seen from block b's rows: compare along columns, no transposed copy.
+        hits = np.flatnonzero(tile > worst[None, b0:b1])
+        hit_rows, hit_cols = np.divmod(hits, width)
+        _merge_candidates(best_sims, best_idx, worst, hit_cols + b0, hit_rows + a0, tile.ravel()[hits])
+    return torch.from_numpy(best_sims), torch.from_numpy(best_idx)
+
+
+def _chunked_top_torch(x: torch.Tensor, keep: int, rows_per_chunk: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-`keep` of every row of x (N, D) against all rows, a chunk of rows at a time, on
+    x's device (the GPU path: its matmul is cheap enough that symmetry is not worth the
+    bookkeeping). Returns (N, keep) similarities and int64 indices, on x's device."""
+    n = x.shape[0]
+    sims = torch.empty((n, keep), dtype=x.dtype, device=x.device)
+    idx = torch.empty((n, keep), dtype=torch.int64, device=x.device)
+    starts = range(0, n, rows_per_chunk)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="kNN", unit="chunk")
+    for start in starts:
+        stop = min(start + rows_per_chunk, n)
+        sims[start:stop], idx[start:stop] = (x[start:stop] @ x.T).topk(keep, dim=1)
+    return sims, idx
+
+
+def _faiss_top(x: torch.Tensor, keep: int, method: str, nprobe: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-`keep` by inner product with a faiss index (CPU, float32). Returns (N, keep) tensors."""
+    import faiss
+
+    points = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+    n, dim = points.shape
+    if method == "faiss":
+        index = faiss.IndexFlatIP(dim)
+    elif method == "faiss-ivf":
+        num_lists = max(1, min(n // 39, int(4 * math.sqrt(n))))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, num_lists, faiss.METRIC_INNER_PRODUCT)
+        index.train(points)
+        index.nprobe = min(num_lists, nprobe if nprobe is not None else max(8, num_lists // 16))
+    else:
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = max(64, 2 * keep)
+    index.add(points)
+    sims = np.empty((n, keep), dtype=np.float32)
+    idx = np.empty((n, keep), dtype=np.int64)
+    queries_per_call = 16384
+    for start in range(0, n, queries_per_call):
+        stop = min(start + queries_per_call, n)
+        sims[start:stop], idx[start:stop] = index.search(points[start:stop], keep)
+    sims[idx < 0] = -np.inf
+    return torch.from_numpy(sims), torch.from_numpy(idx)
+
+
+def _rerank_tied_rows(x: torch.Tensor, rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k of the given rows, with similarities equal at the cut broken by index.
+
+    Used only for rows whose k-th and (k+1)-th similarities are equal, where the tile top-k may
+    have kept an arbitrary one of the tied points. Returns (len(rows), k) similarities, indices.
+    """
+    chunk = max(1, (1 << 24) // max(1, x.shape[0]))
+    out_sims, out_idx = [], []
+    for start in range(0, rows.numel(), chunk):
+        sims = x[rows[start : start + chunk]] @ x.T
+        ranked_sims, ranked_idx = torch.sort(sims, dim=1, descending=True, stable=True)
+        out_sims.append(ranked_sims[:, :k])
+        out_idx.append(ranked_idx[:, :k])
+    return torch.cat(out_sims), torch.cat(out_idx)
+
+
+def default_block_size(device: torch.device, n: int) -> int:
+    """Rows per tile (CPU) or per chunk (CUDA)."""
+    if device.type == "cuda":
+        return max(1, min(n, (1 << 28) // n))  # a (chunk, N) float32 block of at most 1 GB
+    # 4096 x 4096 float32 tiles (64 MB) keep the CPU matmul near its peak while bounding memory.
+    return 4096
+
+
+def nearest_neighbours(
+    features,
+    k: int,
+    method: str = "auto",
+    block_size: int | None = None,
+    nprobe: int | None = None,
+    progress: bool = False,
+) -> Neighbours:
+    """The k nearest neighbours of every point (itself included) by inner product.
+
+    features: (N, D) L2-normalised, torch (CPU or CUDA) or numpy; k <= N.
+    method: one of KNN_METHODS (see the module docstring); nprobe only for "faiss-ivf".
+    Returns Neighbours with (N, k) indices and similarities as numpy arrays, ranked by
+    decreasing similarity then increasing index (exact methods).
+    """
+    if method not in KNN_METHODS:
+        raise HHCLError(f"unknown kNN method {method!r}; choose one of {', '.join(KNN_METHODS)}")
+    x = as_feature_tensor(features)
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise HHCLError(f"k={k} neighbours asked of {n} points; k must be between 1 and N")
+    if method == "auto":
+        method = "matmul"
+    if method.startswith("faiss") and not faiss_available():
+        raise HHCLError(f"kNN method {method!r} needs faiss; pip install 'hhcl[faiss]' or use method='matmul'")
+    # One extra column shows whether the k-th similarity is tied with the next one.
+    keep = min(k + 1, n)
+    if block_size is not None and block_size < 1:
+        raise HHCLError(f"block_size={block_size} must be a positive number of rows")
+    if method == "matmul":
+        block = block_size or default_block_size(x.device, n)
+        if x.device.type == "cpu":
+            sims, idx = _blocked_top_cpu(x, keep, block, progress)
+        else:
+            sims, idx = _chunked_top_torch(x, keep, block, progress)
+    else:
+        sims, idx = _faiss_top(x, keep, method, nprobe)
+    sims, idx = rank_rows(sims, idx)
+    exact = method in ("matmul", "faiss")
+    if exact and keep > k:
+        tied = torch.nonzero(sims[:, k - 1] == sims[:, k]).flatten()
+        if tied.numel() > 0:
+            tied_sims, tied_idx = _rerank_tied_rows(x, tied.to(x.device), k)
+            sims[tied.to(sims.device), :k] = tied_sims.to(sims.device, sims.dtype)
+            idx[tied.to(idx.device), :k] = tied_idx.to(idx.device)
+    return Neighbours(
+        indices=idx[:, :k].cpu().numpy().astype(np.int64, copy=False),
+        similarities=sims[:, :k].cpu().numpy(),
+        exact=exact,
+    )

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import torch
+
+from hhcl.cluster import knn
+from hhcl.cluster.knn import nearest_neighbours
+from hhcl.errors import HHCLError
+
+needs_faiss = pytest.mark.skipif(not knn.faiss_available(), reason="faiss is not installed")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+# Blocks smaller than the lists (3), uneven (16 into 150) and one block for all (10,000).
+@pytest.mark.parametrize("block_size", [3, 16, 10_000])
+def test_matmul_lists_equal_a_stable_argsort_of_all_similarities(reference, block_size):
+    features, _ = reference.clustered_features(150, 32, seed=3)
+    neighbours = nearest_neighbours(features, 30, method="matmul", block_size=block_size)
+    np.testing.assert_array_equal(neighbours.indices, reference.ranked_lists(features, 30))
+    expected_sims = np.take_along_axis(features @ features.T, neighbours.indices, axis=1)
+    np.testing.assert_allclose(neighbours.similarities, expected_sims, atol=1e-12)
+    assert neighbours.exact
+
+
+def test_equal_similarities_are_ranked_by_index():
+    axis_x, axis_y = [1.0, 0.0], [0.0, 1.0]
+    features = np.array([axis_x, axis_x, axis_y, axis_x, axis_y])
+    neighbours = nearest_neighbours(features, 3, block_size=2)
+    np.testing.assert_array_equal(
+        neighbours.indices,
+        [[0, 1, 3], [0, 1, 3], [2, 4, 0], [0, 1, 3], [2, 4, 0]],
+    )
+
+
+@pytest.mark.parametrize("block_size", [3, 4096])
+def test_ties_straddling_the_cut_keep_the_smallest_indices(block_size):
+    # Ten copies of one vector: each copy's 4 nearest are the first four copies, whatever order
+    # the tiles happened to deliver them in.
+    rng = np.random.default_rng(0)
+    others = rng.standard_normal((5, 8))
+    others /= np.linalg.norm(others, axis=1, keepdims=True)
+    copy = np.zeros(8)
+    copy[0] = 1.0
+    features = np.vstack([others[:2], np.tile(copy, (10, 1)), others[2:]])
+    neighbours = nearest_neighbours(features, 4, block_size=block_size)
+    np.testing.assert_array_equal(neighbours.indices[2:12], np.tile([2, 3, 4, 5], (10, 1)))
+
+
+@pytest.mark.parametrize("method", ["matmul", pytest.param("faiss", marks=needs_faiss)])
+@pytest.mark.parametrize("block_size", [16, None])
+def test_exact_methods_agree_with_the_reference_on_tied_features(reference, method, block_size):
+    features = reference.sign_features(300, seed=1)
+    neighbours = nearest_neighbours(features.astype(np.float32), 30, method=method, block_size=block_size)
+    np.testing.assert_array_equal(neighbours.indices, reference.ranked_lists(features, 30))
+
+
+def test_cuda_chunk_path_gives_the_reference_lists(reference):
+    # The path CUDA features take, run here on CPU.
+    features, _ = reference.clustered_features(300, 32, seed=2)
+    sims, idx = knn._chunked_top_torch(torch.from_numpy(features), 20, rows_per_chunk=17, progress=False)
+    _, idx = knn.rank_rows(sims, idx)
+    np.testing.assert_array_equal(idx.numpy(), reference.ranked_lists(features, 20))
+
+
+@needs_faiss
+@pytest.mark.parametrize("method", ["faiss-ivf", "faiss-hnsw"])
+def test_approximate_indexes_find_most_true_neighbours(reference, method):
+    features, _ = reference.clustered_features(1000, 32, seed=4)
+    features = features.astype(np.float32)
+    exact = nearest_neighbours(features, 10).indices
+    approximate = nearest_neighbours(features, 10, method=method)
+    assert approximate.indices.shape == (1000, 10) and not approximate.exact
+    found = [len(set(a) & set(e)) for a, e in zip(approximate.indices, exact)]
+    assert np.mean(found) / 10 > 0.9
+
+
+def test_float16_features_are_ranked_as_their_float32_values(reference):
+    features, _ = reference.clustered_features(400, 64, seed=5)
+    half = torch.from_numpy(features).half()
+    np.testing.assert_array_equal(
+        nearest_neighbours(half, 20).indices,
+        nearest_neighbours(half.float(), 20).indices,
+    )
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_features_give_the_cpu_lists(reference, dtype):
+    features = torch.from_numpy(reference.sign_features(300, seed=6)).to(dtype)
+    on_gpu = nearest_neighbours(features.cuda(), 30)
+    np.testing.assert_array_equal(on_gpu.indices, nearest_neighbours(features, 30).indices)
+
+
+@pytest.mark.parametrize(
+    "features, message",
+    [
+        (np.ones((4, 3)), "L2-normalised"),
+        (np.array([[1.0, 0.0], [np.nan, 0.0]]), "NaN"),
+        (np.ones(3), r"shape \(N, D\)"),
+        (np.eye(3, dtype=np.int64), "floating point"),
+        ([[1.0, 0.0]], "torch tensor or numpy array"),
+    ],
+)
+def test_bad_features_raise_a_clear_error(features, message):
+    with pytest.raises(HHCLError, match=message):
+        nearest_neighbours(features, 1)
+
+
+def test_bad_arguments_raise_a_clear_error():
+    features = np.eye(3)
+    with pytest.raises(HHCLError, match="unknown kNN method"):
+        nearest_neighbours(features, 2, method="annoy")
+    with pytest.raises(HHCLError, match="between 1 and N"):
+        nearest_neighbours(features, 4)
+    with pytest.raises(HHCLError, match="block_size"):
+        nearest_neighbours(features, 2, block_size=0)

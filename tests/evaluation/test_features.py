@@ -57,6 +57,34 @@ def test_cosine_equals_half_squared_euclidean_on_unit_features():
     )
 
 
+def test_distances_are_ranked_one_chunk_at_a_time(monkeypatch):
+    import hhcl.evaluation.features as features_module
+
+    ranked_rows = []
+    rank_query_chunk = features_module.rank_query_chunk
+
+    def recording_rank_query_chunk(distances, *args, **kwargs):
+        ranked_rows.append(distances.shape)
+        return rank_query_chunk(distances, *args, **kwargs)
+
+    monkeypatch.setattr(features_module, "rank_query_chunk", recording_rank_query_chunk)
+    q_feats, g_feats, *labels = clustered_features(seed=6, num_query=30, num_gallery=80)
+    evaluate_features(q_feats, g_feats, *labels, max_rank=10, chunk_size=7)
+    assert ranked_rows == [(7, 80)] * 4 + [(2, 80)]
+    ranked_rows.clear()
+    evaluate_features(q_feats, g_feats, *labels, max_rank=10, chunk_size=8, rerank=True)
+    assert ranked_rows == [(8, 80)] * 3 + [(6, 80)]
+
+
+def test_float32_distances_are_close_to_float64():
+    q_feats, g_feats, *labels = clustered_features(seed=7)
+    in_float64 = evaluate_features(q_feats, g_feats, *labels, max_rank=10)
+    in_float32 = evaluate_features(q_feats, g_feats, *labels, max_rank=10, dtype=torch.float32, chunk_size=13)
+    assert in_float32["mAP"] == pytest.approx(in_float64["mAP"], abs=1e-4)
+    assert in_float32["mINP"] == pytest.approx(in_float64["mINP"], abs=1e-4)
+    np.testing.assert_allclose(in_float32["cmc"], in_float64["cmc"], atol=0.02)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_gives_the_cpu_numbers():
     q_feats, g_feats, *labels = clustered_features(seed=4)

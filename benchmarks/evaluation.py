@@ -224,7 +224,8 @@ def main() -> None:
     )
     full_path_seconds = distances["seconds"] + ranking["seconds"]
     print(
-        f"evaluate_features vs full matrix + evaluate_ranking: {full_path_seconds / features['seconds']:.2f}x the speed, "
+        f"evaluate_features vs full matrix + evaluate_ranking: "
+        f"{full_path_seconds / features['seconds']:.2f}x the speed, "
         f"{features['peak_mib'] / distances['peak_mib']:.2f}x the peak memory; "
         f"identical numbers: {features['metrics'] == ranking['metrics']}"
     )

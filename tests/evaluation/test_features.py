@@ -114,3 +114,4 @@ def test_bad_features_get_one_line_errors():
     refused("k1 must be a positive integer", q_feats, g_feats, q_pids, g_pids, q_cams, g_cams, rerank=True, k1=0)
     refused("lambda_value must lie in", q_feats, g_feats, q_pids, g_pids, q_cams, g_cams, rerank=True, lambda_value=1.5)
     refused("none of the 6 queries", q_feats, g_feats, q_pids + 100, g_pids, q_cams, g_cams)
+    refused("chunk_size must be a positive number", q_feats, g_feats, q_pids, g_pids, q_cams, g_cams, chunk_size=0)

@@ -111,21 +111,21 @@ def test_matches_per_query_sklearn_reference(seed):
     problem = random_problem(rng, num_query, num_gallery, int(rng.integers(2, 25)), int(rng.integers(1, 5)))
     cross_camera = bool(seed % 3)
     max_rank = min(20, num_gallery)
-    expected_valid = per_query_metrics(*problem, max_rank, cross_camera) if _any_valid(*problem[1:], cross_camera) else None
-    if expected_valid is None:
+    if not has_valid_query(*problem[1:], cross_camera):
         with pytest.raises(HHCLError, match="none of the"):
             evaluate_ranking(*problem, max_rank=max_rank, cross_camera=cross_camera)
         return
+    expected = per_query_metrics(*problem, max_rank, cross_camera)
     for chunk_size in (None, 1, int(rng.integers(2, 30))):
         result = evaluate_ranking(*problem, max_rank=max_rank, cross_camera=cross_camera, chunk_size=chunk_size)
-        assert_same_metrics(result, expected_valid)
+        assert_same_metrics(result, expected)
 
 
-def _any_valid(q_pids, g_pids, q_cams, g_cams, cross_camera):
-    same_pid = q_pids[:, None] == g_pids[None, :]
+def has_valid_query(q_pids, g_pids, q_cams, g_cams, cross_camera):
+    true_match = q_pids[:, None] == g_pids[None, :]
     if cross_camera:
-        same_pid &= q_cams[:, None] != g_cams[None, :]
-    return bool(same_pid.any())
+        true_match &= q_cams[:, None] != g_cams[None, :]
+    return bool(true_match.any())
 
 
 def test_market_like_problem_with_distractors_matches_reference():
@@ -176,17 +176,25 @@ def one_line_error(call, *args, match, **kwargs):
 def test_shapes_and_lengths_must_agree():
     distmat = np.array(DISTMAT)
     one_line_error(evaluate_ranking, distmat[0], Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, match="2-D")
-    one_line_error(evaluate_ranking, distmat, Q_PIDS[:4], G_PIDS, Q_CAMS, G_CAMS, match="q_pids has 4 entries.*5 distmat rows")
-    one_line_error(evaluate_ranking, distmat, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS[:5], match="g_cams has 5 entries.*6 distmat columns")
+    one_line_error(
+        evaluate_ranking, distmat, Q_PIDS[:4], G_PIDS, Q_CAMS, G_CAMS, match="q_pids has 4 entries.*5 distmat rows"
+    )
+    one_line_error(
+        evaluate_ranking, distmat, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS[:5], match="g_cams has 5 entries.*6 distmat columns"
+    )
     one_line_error(evaluate_ranking, distmat, Q_PIDS, [G_PIDS], Q_CAMS, G_CAMS, match="g_pids must be 1-D")
-    one_line_error(evaluate_ranking, distmat, [1.5, 2, 2, 3, 1], G_PIDS, Q_CAMS, G_CAMS, match="q_pids must hold integers")
+    one_line_error(
+        evaluate_ranking, distmat, [1.5, 2, 2, 3, 1], G_PIDS, Q_CAMS, G_CAMS, match="q_pids must hold integers"
+    )
 
 
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
 def test_non_finite_distances_are_refused(bad_value):
     distmat = np.array(DISTMAT)
     distmat[2, 3] = bad_value
-    one_line_error(evaluate_ranking, distmat, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=5, match=r"distmat\[2, 3\] is .*finite")
+    one_line_error(
+        evaluate_ranking, distmat, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=5, match=r"distmat\[2, 3\] is .*finite"
+    )
     one_line_error(
         evaluate_ranking, torch.from_numpy(distmat), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=5, chunk_size=2,
         match=r"distmat\[2, 3\]",
@@ -195,7 +203,10 @@ def test_non_finite_distances_are_refused(bad_value):
 
 def test_no_valid_query_is_refused():
     # Every query's only match sits in its own camera.
-    one_line_error(evaluate_ranking, np.ones((2, 3)), [1, 2], [1, 2, 0], [0, 1], [0, 1, 0], max_rank=3, match="none of the 2 queries")
+    one_line_error(
+        evaluate_ranking, np.ones((2, 3)), [1, 2], [1, 2, 0], [0, 1], [0, 1, 0], max_rank=3,
+        match="none of the 2 queries",
+    )
 
 
 def test_max_rank_larger_than_gallery_is_clipped_with_a_warning():
@@ -206,4 +217,7 @@ def test_max_rank_larger_than_gallery_is_clipped_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         evaluate_ranking(np.array(DISTMAT), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=6)
-    one_line_error(evaluate_ranking, np.array(DISTMAT), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=0, match="max_rank must be at least 1")
+    one_line_error(
+        evaluate_ranking, np.array(DISTMAT), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=0,
+        match="max_rank must be at least",
+    )

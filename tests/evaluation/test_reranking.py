@@ -29,7 +29,8 @@ def test_ties_are_broken_like_a_stable_sort(seed):
     features = rng.integers(0, 3, size=(90, 4)).astype(np.float64)
     for k1, k2 in ((20, 6), (6, 3)):
         expected = dense_rerank(features[:30], features[30:], k1, k2, 0.3)
-        np.testing.assert_allclose(rerank_distances(features[:30], features[30:], k1, k2, 0.3, chunk_size=7), expected, atol=1e-12)
+        reranked = rerank_distances(features[:30], features[30:], k1, k2, 0.3, chunk_size=7)
+        np.testing.assert_allclose(reranked, expected, atol=1e-12)
 
 
 def test_fewer_points_than_neighbours():
@@ -42,7 +43,8 @@ def test_evaluation_with_rerank_equals_ranking_the_reranked_matrix():
     labels = (q_pids, g_pids, q_cams, g_cams)
     expected = evaluate_ranking(rerank_distances(q_feats, g_feats), *labels, max_rank=10)
     for chunk_size in (None, 9):
-        assert_identical(evaluate_features(q_feats, g_feats, *labels, max_rank=10, rerank=True, chunk_size=chunk_size), expected)
+        result = evaluate_features(q_feats, g_feats, *labels, max_rank=10, rerank=True, chunk_size=chunk_size)
+        assert_identical(result, expected)
     plain = evaluate_features(q_feats, g_feats, *labels, max_rank=10)
     assert expected["mAP"] != plain["mAP"]  # re-ranking did something
 

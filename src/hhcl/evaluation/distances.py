@@ -103,7 +103,12 @@ def pairwise_distance(
 
 
 def pair_distances(
-    features: torch.Tensor, norms: torch.Tensor, left: np.ndarray, right: np.ndarray, metric: str, pairs_per_chunk: int = 512
+    features: torch.Tensor,
+    norms: torch.Tensor,
+    left: np.ndarray,
+    right: np.ndarray,
+    metric: str,
+    pairs_per_chunk: int = 512,
 ) -> np.ndarray:
     """Distances between ``features[left[t]]`` and ``features[right[t]]``, as :func:`distance_block`
     gives them up to rounding. ``features``: (N, D) with ``norms`` (N,); returns (M,) numpy."""

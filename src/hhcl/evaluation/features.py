@@ -9,11 +9,11 @@ import torch
 from hhcl.errors import HHCLError
 from hhcl.evaluation.distances import as_features, check_metric, check_same_width, iter_distance_chunks, stack_features
 from hhcl.evaluation.metrics import (
-    CHUNK_ELEMENTS,
     GalleryIndex,
     QueryResults,
     as_distance_rows,
     as_labels,
+    choose_rows_per_chunk,
     clip_max_rank,
     rank_query_chunk,
     summarize,
@@ -47,7 +47,8 @@ def evaluate_features(
         max_rank, cross_camera: as in :func:`hhcl.evaluation.evaluate_ranking`.
         rerank: apply k-reciprocal re-ranking (k1, k2, lambda_value) first.
         chunk_size: query rows per chunk; the default keeps a chunk of distances near 4M
-            entries (32 MiB in float64), so memory stays O(chunk_size x (Q + G)).
+            entries (32 MiB in float64). Memory: the features in ``dtype`` plus
+            O(chunk_size x (Q + G)); never the (Q, G) matrix.
         metric: "squared_euclidean" or "cosine".
         dtype: precision of the distances (float64 keeps rankings independent of chunking).
         device: where distances are computed (default: where ``q_feats`` is); ranking runs on CPU.
@@ -71,11 +72,11 @@ def evaluate_features(
     index = GalleryIndex.build(g_pids, g_cams)
 
     if rerank:
-        rows_per_chunk = chunk_size or max(1, CHUNK_ELEMENTS // (num_query + num_gallery))
+        rows_per_chunk = choose_rows_per_chunk(chunk_size, num_query + num_gallery)
         features = stack_features(queries, gallery, dtype, device)
         chunks = iter_reranked_chunks(features, num_query, k1, k2, lambda_value, metric, rows_per_chunk)
     else:
-        rows_per_chunk = chunk_size or max(1, CHUNK_ELEMENTS // max(num_gallery, 1))
+        rows_per_chunk = choose_rows_per_chunk(chunk_size, num_gallery)
         device = device or queries.device
         queries, gallery = queries.to(device=device, dtype=dtype), gallery.to(device=device, dtype=dtype)
         chunks = iter_distance_chunks(queries, gallery, rows_per_chunk, metric)
@@ -106,7 +107,8 @@ def rerank_distances(
     queries, gallery = as_features(q_feats, "q_feats"), as_features(g_feats, "g_feats")
     features = stack_features(queries, gallery, dtype, device)
     reranked = np.empty((queries.shape[0], gallery.shape[0]))
-    chunks = iter_reranked_chunks(features, queries.shape[0], k1, k2, lambda_value, metric, chunk_size)
+    rows_per_chunk = choose_rows_per_chunk(chunk_size, features.shape[0])
+    chunks = iter_reranked_chunks(features, queries.shape[0], k1, k2, lambda_value, metric, rows_per_chunk)
     for start, stop, chunk in chunks:
         reranked[start:stop] = chunk
     return reranked

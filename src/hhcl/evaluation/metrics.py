@@ -204,16 +204,27 @@ def evaluate_ranking(
     shape = tuple(distmat.shape)
     if len(shape) != 2:
         raise HHCLError(f"distmat must be 2-D (queries x gallery), got shape {shape}")
-    q_pids, q_cams = as_labels(q_pids, "q_pids", shape[0], "distmat rows"), as_labels(q_cams, "q_cams", shape[0], "distmat rows")
-    g_pids, g_cams = as_labels(g_pids, "g_pids", shape[1], "distmat columns"), as_labels(g_cams, "g_cams", shape[1], "distmat columns")
+    q_pids = as_labels(q_pids, "q_pids", shape[0], "distmat rows")
+    q_cams = as_labels(q_cams, "q_cams", shape[0], "distmat rows")
+    g_pids = as_labels(g_pids, "g_pids", shape[1], "distmat columns")
+    g_cams = as_labels(g_cams, "g_cams", shape[1], "distmat columns")
     max_rank = clip_max_rank(max_rank, shape[1])
     gallery = GalleryIndex.build(g_pids, g_cams)
-    rows_per_chunk = chunk_size or max(1, CHUNK_ELEMENTS // max(shape[1], 1))
+    rows_per_chunk = choose_rows_per_chunk(chunk_size, shape[1])
     results = [
         rank_query_chunk(chunk, q_pids[start:stop], q_cams[start:stop], gallery, cross_camera)
         for start, stop, chunk in iter_row_chunks(distmat, rows_per_chunk)
     ]
     return summarize(QueryResults.concatenate(results), max_rank)
+
+
+def choose_rows_per_chunk(chunk_size: int | None, row_length: int) -> int:
+    """``chunk_size`` checked, or by default as many rows as fit in CHUNK_ELEMENTS entries."""
+    if chunk_size is None:
+        return max(1, CHUNK_ELEMENTS // max(row_length, 1))
+    if int(chunk_size) != chunk_size or chunk_size < 1:
+        raise HHCLError(f"chunk_size must be a positive number of query rows, got {chunk_size}")
+    return int(chunk_size)
 
 
 def iter_row_chunks(distmat, rows_per_chunk: int) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -256,7 +267,9 @@ def as_labels(values, name: str, expected_length: int, against: str) -> np.ndarr
         if values.size and not (values.dtype.kind == "f" and np.array_equal(values, np.round(values))):
             raise HHCLError(f"{name} must hold integers, got dtype {values.dtype}")
     if len(values) != expected_length:
-        raise HHCLError(f"{name} has {len(values)} entries but there are {expected_length} {against}: give one per entry")
+        raise HHCLError(
+            f"{name} has {len(values)} entries but there are {expected_length} {against}: give one per entry"
+        )
     return values.astype(np.int64)
 
 
@@ -266,6 +279,8 @@ def clip_max_rank(max_rank: int, gallery_size: int) -> int:
     if gallery_size == 0:
         raise HHCLError("the gallery is empty: evaluation needs at least one gallery entry")
     if max_rank > gallery_size:
-        warnings.warn(f"max_rank={max_rank} is larger than the gallery ({gallery_size}); using {gallery_size}", stacklevel=3)
+        warnings.warn(
+            f"max_rank={max_rank} is larger than the gallery ({gallery_size}); using {gallery_size}", stacklevel=3
+        )
         return gallery_size
     return max_rank

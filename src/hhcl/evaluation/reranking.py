@@ -28,10 +28,10 @@ import torch
 
 from hhcl.errors import HHCLError
 from hhcl.evaluation.distances import distance_block, pair_distances, row_norms
+from hhcl.evaluation.metrics import choose_rows_per_chunk
 
-# Rows of the (rows x N) distance block processed at once, and how many extra nearest neighbours
-# to keep per row so that most neighbourhood weights need no second distance computation.
-CHUNK_ELEMENTS = 1 << 22
+# Nearest neighbours kept per row, in units of k1 + 1: with twice the k1 + 1 needed for the
+# reciprocal sets, over 90% of the expanded neighbourhoods' distances come from the one pass.
 STORED_NEIGHBOUR_FACTOR = 2
 
 
@@ -70,7 +70,7 @@ def smallest_in_rows(values: np.ndarray, k: int) -> np.ndarray:
     # torch.topk returns just the k picks, where argpartition would allocate a full index array.
     selected = torch.topk(torch.from_numpy(values), k, dim=1, largest=False, sorted=False).indices.numpy()
     kth_value = np.take_along_axis(values, selected, axis=1).max(axis=1)
-    # argpartition picks arbitrarily among entries equal to the k-th value: redo those rows.
+    # topk picks arbitrarily among entries equal to the k-th value: redo those rows.
     ambiguous = np.flatnonzero(np.count_nonzero(values <= kth_value[:, None], axis=1) > k)
     if len(ambiguous):
         selected[ambiguous] = np.argsort(values[ambiguous], axis=1, kind="stable")[:, :k]
@@ -91,7 +91,9 @@ def nearest_neighbours(
     block = features.new_empty((min(rows_per_chunk, num_points), num_points))
     for start in range(0, num_points, rows_per_chunk):
         stop = min(start + rows_per_chunk, num_points)
-        distances = distance_block(features[start:stop], norms[start:stop], features, norms, metric, out=block[: stop - start])
+        distances = distance_block(
+            features[start:stop], norms[start:stop], features, norms, metric, out=block[: stop - start]
+        )
         od = distances.cpu().numpy()
         block_max = od.max(axis=1)
         # A row of all-zero distances (every point identical) stays all zero instead of 0/0.
@@ -108,7 +110,11 @@ def neighbour_matrix(nearest: np.ndarray, width: int) -> sparse.csr_matrix:
     num_points = nearest.shape[0]
     width = min(width, nearest.shape[1])
     matrix = sparse.csr_matrix(
-        (np.ones(num_points * width, dtype=np.int32), nearest[:, :width].ravel(), np.arange(0, num_points * width + 1, width)),
+        (
+            np.ones(num_points * width, dtype=np.int32),
+            nearest[:, :width].ravel(),
+            np.arange(0, num_points * width + 1, width),
+        ),
         shape=(num_points, num_points),
     )
     matrix.sort_indices()
@@ -152,7 +158,8 @@ def neighbourhood_weights(
     od = _lookup_od(rows, pattern.indices, neighbourhoods, features, metric)
     weights = np.exp(-od)
     row_sums = np.bincount(rows, weights=weights, minlength=num_points)
-    return sparse.csr_matrix((weights / row_sums[rows], pattern.indices.copy(), pattern.indptr.copy()), shape=pattern.shape)
+    normalised = weights / row_sums[rows]
+    return sparse.csr_matrix((normalised, pattern.indices.copy(), pattern.indptr.copy()), shape=pattern.shape)
 
 
 def _lookup_od(rows, cols, neighbourhoods: Neighbourhoods, features: torch.Tensor, metric: str) -> np.ndarray:
@@ -216,7 +223,7 @@ def iter_reranked_chunks(
     """
     k1, k2, lambda_value = check_rerank_parameters(k1, k2, lambda_value)
     num_points = features.shape[0]
-    rows_per_chunk = rows_per_chunk or max(1, CHUNK_ELEMENTS // num_points)
+    rows_per_chunk = choose_rows_per_chunk(rows_per_chunk, num_points)
     num_stored = min(num_points, max(STORED_NEIGHBOUR_FACTOR * (k1 + 1), k2))
     neighbourhoods = nearest_neighbours(features, num_stored, metric, rows_per_chunk)
     weights = neighbourhood_weights(expanded_neighbours(neighbourhoods.nearest, k1), neighbourhoods, features, metric)

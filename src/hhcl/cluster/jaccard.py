@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -244,24 +245,31 @@ def exact_overlaps(weights: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -
     return overlaps
 
 
-def close_pairs(weights: sp.csr_matrix, max_distance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def close_pairs(
+    weights: sp.csr_matrix, max_distance: float, exact_distances: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pairs i < j at Jaccard distance <= max_distance, without summing all pairwise minima.
 
     weights: (N, N) CSR float32 with sorted indices, V after query expansion.
+    exact_distances: False lets a pair that is certainly close report the distance of a lower
+        bound of its overlap instead (a value still <= max_distance): enough for DBSCAN, which
+        only asks whether a pair is within eps.
     Returns rows, cols (P,) int64 with rows < cols, and their distances (P,) float32.
 
     Pruning that cannot lose a pair: in each row, call "light" the entries below
     budget / (row length), so that the light entries of a row weigh at most `budget` together.
-    Any pair's overlap is at most its heavy-heavy part plus the light weight of both rows, since
-    a shared column where either entry is light adds at most that entry. With budget < half the
-    overlap needed, every close pair shares a heavy-heavy column, so summing the heavy-heavy
-    minima (usually a small fraction of all of them) finds every candidate; each candidate whose
-    bound reaches the needed overlap is then summed exactly.
+    A pair's overlap is at least its heavy-heavy part and at most that plus the light weight of
+    both rows, since a shared column where either entry is light adds at most that entry. With
+    budget < half the overlap needed, every close pair shares a heavy-heavy column, so summing
+    the heavy-heavy minima (usually a small fraction of all of them) finds every candidate;
+    only the candidates the two bounds leave undecided are summed exactly.
     """
     n = weights.shape[0]
-    # The slack absorbs float32 rounding in the sums; candidates are re-checked exactly below.
-    needed = max(overlap_needed(max_distance) - 1e-4, 0.0)
-    budget = 0.45 * needed
+    needed = overlap_needed(max_distance)
+    # Margins far above float32 rounding in the sums: a pair within them of the limit is
+    # decided by its exact sum.
+    slack = 1e-4
+    budget = 0.45 * max(needed - slack, 0.0)
     row_lengths = np.diff(weights.indptr)
     entry_rows = np.repeat(np.arange(n), row_lengths)
     light = weights.data < (budget / np.maximum(row_lengths, 1))[entry_rows]
@@ -273,10 +281,16 @@ def close_pairs(weights: sp.csr_matrix, max_distance: float) -> tuple[np.ndarray
     heavy_overlaps = overlap_sums(heavy)
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(heavy_overlaps.indptr))
     cols = heavy_overlaps.indices.astype(np.int64)
-    bound = heavy_overlaps.data + light_weight[rows] + light_weight[cols]
-    candidate = bound >= needed
-    rows, cols = rows[candidate], cols[candidate]
-    distances = distance_from_overlap(exact_overlaps(weights, rows, cols))
+    lower = heavy_overlaps.data
+    upper = lower + light_weight[rows] + light_weight[cols]
+    candidate = upper >= needed - slack
+    rows, cols, lower = rows[candidate], cols[candidate], lower[candidate]
+    if exact_distances:
+        undecided = np.ones(rows.shape[0], dtype=bool)
+    else:
+        undecided = lower < needed + slack
+    distances = distance_from_overlap(lower)
+    distances[undecided] = distance_from_overlap(exact_overlaps(weights, rows[undecided], cols[undecided]))
     close = distances <= max_distance
     return rows[close], cols[close], distances[close]
 
@@ -325,28 +339,47 @@ def symmetric_graph(
     all_rows = np.concatenate([rows, cols, self_rows]).astype(np.int64)
     all_cols = np.concatenate([cols, rows, self_rows]).astype(np.int64)
     values = np.concatenate([distances, distances, diagonal_distances[self_rows]]).astype(np.float32)
-    if sort_rows_by == "value":
-        order = np.lexsort((all_cols, values, all_rows))
-    else:
-        order = np.argsort(all_rows * n + all_cols, kind="stable")
+    # One int64 key per entry, row in the high bits: the bits of a non-negative float32 sort
+    # like its value.
+    within_row = values.view(np.uint32) if sort_rows_by == "value" else all_cols
+    order = np.argsort((all_rows << 32) | within_row.astype(np.int64), kind="stable")
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(all_rows, minlength=n), out=indptr[1:])
     return sp.csr_matrix((values[order], all_cols[order], indptr), shape=(n, n))
 
 
+class PhaseClock:
+    """Wall-clock and process CPU seconds of named phases.
+
+    CPU time counts every thread of this process; on a shared machine, wall time much above it
+    means the process waited for a core.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - wall
+            self.cpu_seconds[name] = time.process_time() - cpu
+
+
 @dataclass(frozen=True)
 class NeighbourhoodWeights:
-    """V after steps 1-4, with what it took.
+    """V after steps 1-4.
 
     weights: (N, N) CSR float32 with sorted indices.
     k1, k2: the values used (adapted to N).
-    seconds: time of each phase: knn, reciprocal_sets, weights, query_expansion.
     """
 
     weights: sp.csr_matrix
     k1: int
     k2: int
-    seconds: dict
 
 
 def _checked_neighbourhood_sizes(n: int, k1: int, k2: int) -> tuple[int, int]:
@@ -371,32 +404,27 @@ def neighbourhood_weights_of(
     knn: str = "auto",
     block_size: int | None = None,
     progress: bool = False,
+    clock: PhaseClock | None = None,
 ) -> NeighbourhoodWeights:
     """Steps 1-4 of the module docstring: the query-expanded weights V of every image.
 
     features: (N, D) L2-normalised, torch (CPU or CUDA) or numpy; float16/32/64.
+    clock: records the phases knn, reciprocal_sets, weights and query_expansion.
     """
-    seconds = {}
-    started = time.perf_counter()
-    x = as_feature_tensor(features)
-    k1, k2 = _checked_neighbourhood_sizes(x.shape[0], k1, k2)
-    neighbours = nearest_neighbours(x, k1, method=knn, block_size=block_size, progress=progress)
-    seconds["knn"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    expanded = expanded_neighbourhoods(neighbours.indices, k1)
-    seconds["reciprocal_sets"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    rows = np.repeat(np.arange(expanded.shape[0], dtype=np.int64), np.diff(expanded.indptr))
-    sims = pair_similarities(x, neighbours.indices, neighbours.similarities, rows, expanded.indices.astype(np.int64))
-    weights = neighbourhood_weights(expanded, sims)
-    seconds["weights"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    weights = query_expansion(weights, neighbours.indices, k2)
-    seconds["query_expansion"] = time.perf_counter() - started
-    return NeighbourhoodWeights(weights=weights, k1=k1, k2=k2, seconds=seconds)
+    clock = clock or PhaseClock()
+    with clock.phase("knn"):
+        x = as_feature_tensor(features)
+        k1, k2 = _checked_neighbourhood_sizes(x.shape[0], k1, k2)
+        neighbours = nearest_neighbours(x, k1, method=knn, block_size=block_size, progress=progress)
+    with clock.phase("reciprocal_sets"):
+        expanded = expanded_neighbourhoods(neighbours.indices, k1)
+    with clock.phase("weights"):
+        rows = np.repeat(np.arange(expanded.shape[0], dtype=np.int64), np.diff(expanded.indptr))
+        sims = pair_similarities(x, neighbours.indices, neighbours.similarities, rows, expanded.indices.astype(np.int64))
+        weights = neighbourhood_weights(expanded, sims)
+    with clock.phase("query_expansion"):
+        weights = query_expansion(weights, neighbours.indices, k2)
+    return NeighbourhoodWeights(weights=weights, k1=k1, k2=k2)
 
 
 def jaccard_distance(

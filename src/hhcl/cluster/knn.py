@@ -67,7 +67,7 @@ def as_feature_tensor(features) -> torch.Tensor:
     Raises HHCLError for a wrong shape, non-finite values or rows that are not unit length.
     """
     if isinstance(features, np.ndarray):
-        tensor = torch.from_numpy(features)
+        tensor = torch.from_numpy(np.ascontiguousarray(features))
     elif isinstance(features, torch.Tensor):
         tensor = features.detach()
     else:
@@ -84,16 +84,22 @@ def as_feature_tensor(features) -> torch.Tensor:
         raise HHCLError(f"features must be floating point, got {tensor.dtype}; convert them with .float()")
     if tensor.dtype in (torch.float16, torch.bfloat16):
         tensor = tensor.float()
-    if not bool(torch.isfinite(tensor).all()):
+    tensor = tensor.contiguous()
+    # A NaN or infinite entry makes its row's norm NaN or infinite, so the norms check both.
+    if tensor.device.type == "cpu":
+        points = tensor.numpy()
+        norms = torch.from_numpy(np.sqrt(np.einsum("ij,ij->i", points, points)))
+    else:
+        norms = torch.linalg.vector_norm(tensor, dim=1)
+    if not bool(torch.isfinite(norms).all()):
         raise HHCLError("features contain NaN or infinite values; check the model's output before clustering")
-    norms = torch.linalg.vector_norm(tensor, dim=1)
     worst = float((norms - 1).abs().max())
     if worst > _NORM_TOLERANCE:
         raise HHCLError(
             f"features must be L2-normalised (row norms 1), but a row has norm {1 + worst:.4g} or "
             f"{1 - worst:.4g}; apply torch.nn.functional.normalize(features, dim=1) first"
         )
-    return tensor.contiguous()
+    return tensor
 
 
 def rank_rows(similarities: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

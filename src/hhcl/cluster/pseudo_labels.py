@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from sklearn.cluster import DBSCAN
 
-from hhcl.cluster.jaccard import close_pairs, neighbourhood_weights_of, self_overlaps, symmetric_graph
+from hhcl.cluster.jaccard import PhaseClock, close_pairs, neighbourhood_weights_of, self_overlaps, symmetric_graph
 from hhcl.errors import HHCLError
 
 PHASES = ("knn", "reciprocal_sets", "weights", "query_expansion", "jaccard", "dbscan")
@@ -46,9 +44,10 @@ def pseudo_labels(
     min_samples: DBSCAN's core-point count, the image itself included.
     k1, k2, knn, block_size, progress: see hhcl.cluster.jaccard_distance.
     Returns (labels, stats): labels (N,) int64, 0..C-1, -1 for outliers; stats has num_images,
-    num_clusters, num_outliers, size_quantiles, k1, k2, eps, min_samples, num_close_pairs and
-    seconds (per phase of PHASES, plus total). Finding no cluster is not an error: every label
-    is -1 and num_clusters is 0.
+    num_clusters, num_outliers, size_quantiles, k1, k2, eps, min_samples, num_close_pairs,
+    seconds (wall clock per phase of PHASES, plus total) and cpu_seconds (the same in process
+    CPU time, all threads). Finding no cluster is not an error: every label is -1 and
+    num_clusters is 0.
     """
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 < eps < 1:
         raise HHCLError(
@@ -57,25 +56,26 @@ def pseudo_labels(
         )
     if isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer)) or min_samples < 1:
         raise HHCLError(f"min_samples={min_samples!r} must be a positive integer (HHCL uses 4)")
-    neighbourhoods = neighbourhood_weights_of(features, k1=k1, k2=k2, knn=knn, block_size=block_size, progress=progress)
-    seconds = dict(neighbourhoods.seconds)
-
-    started = time.perf_counter()
-    rows, cols, distances = close_pairs(neighbourhoods.weights, float(eps))
-    seconds["jaccard"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    num_images = neighbourhoods.weights.shape[0]
-    # Rows sorted by distance, as scikit-learn would otherwise re-sort them one by one. Stored
-    # zeros (duplicate images) stay: scikit-learn takes every stored entry as a distance and
-    # every absent one as "not a neighbour".
-    graph = symmetric_graph(
-        num_images, rows, cols, distances, self_overlaps(neighbourhoods.weights), float(eps), sort_rows_by="value"
+    clock = PhaseClock()
+    neighbourhoods = neighbourhood_weights_of(
+        features, k1=k1, k2=k2, knn=knn, block_size=block_size, progress=progress, clock=clock
     )
-    labels = DBSCAN(eps=float(eps), min_samples=int(min_samples), metric="precomputed").fit_predict(graph)
-    labels = labels.astype(np.int64)
-    seconds["dbscan"] = time.perf_counter() - started
-    seconds["total"] = sum(seconds[phase] for phase in PHASES)
+    with clock.phase("jaccard"):
+        rows, cols, distances = close_pairs(neighbourhoods.weights, float(eps), exact_distances=False)
+    with clock.phase("dbscan"):
+        num_images = neighbourhoods.weights.shape[0]
+        # Rows sorted by distance, as scikit-learn would otherwise re-sort them one by one.
+        # Stored zeros (duplicate images) stay: scikit-learn takes every stored entry as a
+        # distance and every absent one as "not a neighbour".
+        graph = symmetric_graph(
+            num_images, rows, cols, distances, self_overlaps(neighbourhoods.weights), float(eps), sort_rows_by="value"
+        )
+        labels = DBSCAN(eps=float(eps), min_samples=int(min_samples), metric="precomputed").fit_predict(graph)
+        labels = labels.astype(np.int64)
+    seconds = {phase: clock.seconds[phase] for phase in PHASES}
+    seconds["total"] = sum(seconds.values())
+    cpu_seconds = {phase: clock.cpu_seconds[phase] for phase in PHASES}
+    cpu_seconds["total"] = sum(cpu_seconds.values())
 
     stats = {
         "num_images": int(labels.shape[0]),
@@ -86,5 +86,6 @@ def pseudo_labels(
         "min_samples": int(min_samples),
         "num_close_pairs": int(rows.shape[0]),
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
     }
     return labels, stats

@@ -3,7 +3,7 @@
 Run from the repository root:
 
     python -m benchmarks.backbones                      # resnet50 and osnet_x0_25, 5 rounds
-    python -m benchmarks.backbones --rounds 3 --no-compile --json
+    python -m benchmarks.backbones --rounds 3 --no-compile --threads 1 --json
 
 For each architecture, every variant runs in the same process on the same random input, and the
 variants take turns batch by batch (one batch of each per round) so that a busy neighbour on a
@@ -148,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants (slow to build)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per architecture")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for arch in args.archs:
         report = benchmark_arch(arch, args.batch_size, args.height, args.width, args.rounds, not args.no_compile)
         print(json.dumps(report) if args.json else format_table(report), flush=True)

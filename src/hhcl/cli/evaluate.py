@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from hhcl.models import extract_features
 
     device = _check_device(args.device)
+    # The model first: a wrong weights file fails before a long dataset scan.
+    model = build_model_for_weights(args.arch, args.weights)
     options = parse_options(args.option)
     if args.pattern:
         options["pattern"] = args.pattern
@@ -87,7 +89,6 @@ def run(args: argparse.Namespace) -> int:
     if not dataset.query or not dataset.gallery:
         raise HHCLError(f"dataset {args.dataset} at {args.root} has no query/gallery split to evaluate "
                         "(for one folder split by camera pass -o query_camera=A -o gallery_camera=B)")
-    model = build_model_for_weights(args.arch, args.weights)
 
     def features_of(items, description: str) -> torch.Tensor:
         return extract_features(model, items, batch_size=args.batch_size, device=device, height=args.height,

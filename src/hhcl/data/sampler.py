@@ -44,16 +44,14 @@ def pk_indices(
     group_labels = labels[candidates]
     starts = np.flatnonzero(np.r_[True, group_labels[1:] != group_labels[:-1]])
     sizes = np.diff(np.r_[starts, candidates.size])
+    # A single image has nothing to pair with.
     keep = sizes >= 2
-    starts, sizes = starts[keep], sizes[keep]
-    num_groups = starts.size
+    members = candidates[np.repeat(keep, sizes)]
+    sizes = sizes[keep]
+    num_groups = sizes.size
     if num_groups == 0:
         return np.empty(0, dtype=np.int64)
-
-    # Members of the kept groups, with their group number.
     member_group = np.repeat(np.arange(num_groups), sizes)
-    member_position = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    members = candidates[np.repeat(starts, sizes) + member_position]
 
     # The anchor: the first member of each (already shuffled) group.
     first = np.cumsum(sizes) - sizes

@@ -28,6 +28,7 @@ FRONT, BACK, LEFT, RIGHT = range(4)
 TOP_PATTERNS = ("plain", "horizontal stripes", "vertical stripes", "checks", "two-tone")
 BOTTOMS = ("trousers", "shorts", "skirt")
 BACKGROUND_TEXTURES = ("pillars", "floor tiles", "shelves", "blotches")
+REFERENCE_HEIGHT = 128  # image height at which the cameras' blur and resolution are given
 
 
 def _uniform(generator: torch.Generator, shape, low: float, high: float) -> torch.Tensor:
@@ -191,7 +192,7 @@ def sample_cameras(count: int, strength: float, generator: torch.Generator) -> C
         contrast=1.0 + s * _uniform(g, count, -0.45, 0.15),
         saturation=1.0 + s * _uniform(g, count, -0.7, 0.2),
         light_slope=s * _uniform(g, count, -1.5, 1.5),
-        blur_sigma=s * _uniform(g, count, 0.0, 1.4),
+        blur_sigma=s * _uniform(g, count, 0.0, 1.4),  # pixels at REFERENCE_HEIGHT
         # Some cameras see the scene at half or a third of the resolution.
         downscale=1 + (torch.rand(count, generator=g) < 0.5 * s).long() * torch.randint(1, 3, (count,), generator=g),
         noise_std=0.01 + s * _uniform(g, count, 0.0, 0.04),
@@ -503,8 +504,11 @@ def apply_camera(images: torch.Tensor, cameras: Cameras, generator: torch.Genera
                            images, contrast * saturation)
 
     # Optics: cheap sensors see fewer pixels and a softer image; then sensor noise (luminance).
-    images = _lower_resolution(images, cameras.downscale)
-    images = _gaussian_blur(images, cameras.blur_sigma)
+    # Resolution loss and blur are defined at 128 pixels of height and scale with the image, so
+    # a camera looks the same at any size.
+    size = images.shape[-2] / REFERENCE_HEIGHT
+    images = _lower_resolution(images, torch.clamp(torch.round(cameras.downscale * size), min=1).long())
+    images = _gaussian_blur(images, cameras.blur_sigma * size)
     count, _, height, width = images.shape
     noise = torch.randn((count, 1, height, width), generator=generator)
     images = torch.addcmul(images, noise, cameras.noise_std[:, None, None, None])

@@ -31,7 +31,7 @@ from hhcl.errors import HHCLError
 logger = logging.getLogger("hhcl.data")
 
 # Bump when the pictures change for the same parameters, so old caches are not mistaken for new.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST = "synthetic.json"
 FILE_PATTERN = r"^(?P<pid>\d+)_c(?P<cam>\d+)_\d+\.jpg$"
 TRAIN, QUERY, GALLERY = 0, 1, 2
@@ -92,6 +92,12 @@ class SyntheticImages:
     splits: torch.Tensor
 
 
+def random_stream(seed: int, purpose: str) -> torch.Generator:
+    """A generator for one purpose, seeded from ``(seed, purpose)``."""
+    key = int(np.random.SeedSequence([seed, *purpose.encode()]).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator().manual_seed(key)
+
+
 def assign_images(config: SyntheticConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Which identity, camera and split each image has: three int64 ``(N,)`` tensors,
     ``N = (train + test identities) * images_per_identity``, grouped by identity."""
@@ -135,12 +141,13 @@ def _pick_queries(pids: np.ndarray, cams: np.ndarray, splits: np.ndarray, genera
 def render_chunks(config: SyntheticConfig) -> tuple[SyntheticImages, Iterator[tuple[slice, torch.Tensor]]]:
     """The set's labels (``images`` left empty) and an iterator of ``(rows, images uint8 (b, 3, H, W))``
     rendering it ``RENDER_CHUNK`` images at a time, so a large set never sits in memory whole."""
-    generator = torch.Generator().manual_seed(config.seed)
     num_ids = config.num_identities + config.test_identities
-    identities = sample_identities(num_ids, generator)
-    cameras = sample_cameras(config.num_cameras, config.camera_strength, generator)
-    pids, cams, splits = assign_images(config, generator)
-    shots = sample_shots(cameras, cams, generator)
+    # Separate random streams: the cameras of a seed stay the same whatever the set's size.
+    cameras = sample_cameras(config.num_cameras, config.camera_strength, random_stream(config.seed, "cameras"))
+    identities = sample_identities(num_ids, random_stream(config.seed, "identities"))
+    pids, cams, splits = assign_images(config, random_stream(config.seed, "assignment"))
+    shots = sample_shots(cameras, cams, random_stream(config.seed, "shots"))
+    generator = random_stream(config.seed, "pixels")
     labels = SyntheticImages(images=torch.empty((0, 3, config.height, config.width), dtype=torch.uint8),
                              pids=pids, cams=cams, splits=splits)
 

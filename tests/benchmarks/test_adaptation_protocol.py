@@ -1,0 +1,169 @@
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.adaptation import (  # noqa: E402
+    BEGIN_MARKER,
+    END_MARKER,
+    FOLDERS,
+    FolderSpec,
+    Image,
+    build_protocol,
+    camera_protocol_split,
+    evaluate_test_sets,
+    gap_closed,
+    identity_key,
+    load_protocol,
+    render_section,
+    replace_section,
+    single_query_split,
+    split_identities,
+    evaluation_items,
+)
+
+PRID_LIKE = FolderSpec("pair", "unused", shared_identities=4, query_camera="a", gallery_camera="b")
+
+
+def prid_like_images() -> list[Image]:
+    images = []
+    for number in range(1, 5):  # seen by both cameras
+        images += [Image(f"{number:04d}_a.png", str(number), "a"), Image(f"{number:04d}_b.png", str(number), "b")]
+    for number in (5, 6):  # camera a only
+        images.append(Image(f"{number:04d}_a.png", identity_key(str(number), "a", PRID_LIKE), "a"))
+    for number in (5, 6, 7, 8):  # camera b only: other people than a5, a6
+        images.append(Image(f"{number:04d}_b.png", identity_key(str(number), "b", PRID_LIKE), "b"))
+    return images
+
+
+def test_split_identities_halves_disjointly_and_deterministically():
+    identities = list(range(11)) * 2
+    train, test = split_identities(identities, seed=0)
+    assert len(test) == 5 and len(train) == 6
+    assert sorted(train + test) == list(range(11))
+    assert split_identities(identities, seed=0) == (train, test)
+    assert split_identities(identities, seed=1) != (train, test)
+
+
+def test_unshared_identities_are_per_camera():
+    assert identity_key("0003", "a", PRID_LIKE) == "3"
+    assert identity_key("0201", "a", FOLDERS[0]) == "a201"
+    assert identity_key("0201", "b", FOLDERS[0]) == "b201"
+    assert identity_key("0201", "0", FOLDERS[1]) == "201"
+
+
+def test_camera_protocol_split():
+    train, query, gallery = camera_protocol_split(prid_like_images(), PRID_LIKE, seed=0)
+    shared_train, shared_test = split_identities([str(n) for n in range(1, 5)], seed=0)
+    assert {image.identity for image in query} == set(shared_test)
+    assert all(image.camera == "a" for image in query)
+    assert all(image.camera == "b" for image in gallery)
+    assert {image.identity for image in gallery} == set(shared_test) | {"b5", "b6", "b7", "b8"}
+    assert {image.identity for image in train} == set(shared_train) | {"a5", "a6"}
+    assert Counter(image.camera for image in train) == Counter({"a": len(shared_train) + 2, "b": len(shared_train)})
+
+
+def test_single_query_split():
+    images = [Image(f"{pid}_{k}.jpg", str(pid), "0") for pid in range(1, 9) for k in range(pid % 3 + 1)]
+    train, query, gallery = single_query_split(images, seed=0)
+    train_ids, test_ids = split_identities([image.identity for image in images], seed=0)
+    assert {image.identity for image in train} == set(train_ids)
+    assert len(train) == sum(1 for image in images if image.identity in train_ids)
+    counts = Counter(image.identity for image in images)
+    assert sorted(image.identity for image in query) == sorted(i for i in test_ids if counts[i] >= 2)
+    assert {image.identity for image in gallery} == set(test_ids)
+    assert len(query) + len(gallery) == sum(counts[i] for i in test_ids)
+    assert single_query_split(images, seed=0) == (train, query, gallery)
+
+
+def test_build_protocol_pools_train_halves_with_distinct_identities_and_cameras():
+    other = FolderSpec("other", "unused")
+    others = [Image(f"o{pid}_{k}.jpg", str(pid), "0") for pid in range(1, 7) for k in range(3)]
+    protocol = build_protocol({"pair": prid_like_images(), "other": others}, specs=(PRID_LIKE, other), seed=0)
+    pair_ids = {pid for (_, pid, _), folder in zip(protocol.train, protocol.train_folders) if folder == "pair"}
+    other_ids = {pid for (_, pid, _), folder in zip(protocol.train, protocol.train_folders) if folder == "other"}
+    assert pair_ids.isdisjoint(other_ids)
+    assert {camera for _, _, camera in protocol.train} == {0, 1, 2}
+    assert all(pid == -1 for _, pid, _ in protocol.unlabeled_train())
+    assert [(t.name, t.cross_camera) for t in protocol.test_sets] == [("pair", True), ("other", False)]
+    # distractors carry identities no query has
+    pair = protocol.test_sets[0]
+    query_ids = {pid for _, pid, _ in pair.query}
+    assert len({pid for _, pid, _ in pair.gallery} - query_ids) == 4
+
+
+def test_evaluate_test_sets_on_perfect_features():
+    other = FolderSpec("other", "unused")
+    others = [Image(f"o{pid}_{k}.jpg", str(pid), "0") for pid in range(1, 9) for k in range(3)]
+    protocol = build_protocol({"pair": prid_like_images(), "other": others}, specs=(PRID_LIKE, other), seed=0)
+    items = evaluation_items(protocol)
+    pids = [pid + 100 * index for index, t in enumerate(protocol.test_sets) for _, pid, _ in t.query + t.gallery]
+    features = torch.nn.functional.one_hot(torch.tensor(pids) % 64, 64).float()
+    assert features.shape[0] == len(items)
+    results = evaluate_test_sets(features, protocol)
+    assert results["pair"]["mAP"] == pytest.approx(100.0)
+    assert results["other"]["rank1"] == pytest.approx(100.0)
+    assert results["mean"]["mAP"] == pytest.approx(100.0)
+
+
+def test_gap_closed():
+    assert gap_closed(30.0, 35.0, 40.0) == pytest.approx(0.5)
+    assert gap_closed(30.0, 25.0, 40.0) == pytest.approx(-0.5)
+    assert gap_closed(30.0, 35.0, 30.0) is None
+
+
+def fake_result(label: str, overrides=(), mean_gain=2.0) -> dict:
+    names = ["pair", "other"]
+    zero = {name: {"mAP": 30.0, "rank1": 20.0} for name in names + ["mean"]}
+    final = {name: {"mAP": 30.0 + mean_gain, "rank1": 25.0} for name in names + ["mean"]}
+    oracle = {name: {"mAP": 36.0, "rank1": 30.0} for name in names + ["mean"]}
+    epoch = {"epoch": 1, "clusters": 10, "outliers": 5, "images": 50, "loss": 1.0, "lr": 1e-4,
+             "train_seconds": {"train": 3.0}, "measure_seconds": 1.0, "pair_precision": 0.9, "pair_recall": 0.5,
+             "metrics": final}
+    return {"label": label, "note": "", "command": "python -m benchmarks.adaptation", "config_file": "adapt",
+            "overrides": list(overrides), "threads": 2, "load_average": {"before": 1.0, "after": 2.0}, "cpu_count": 2,
+            "pool_images": 50, "test_sets": {name: {"queries": 3, "gallery": 9} for name in names},
+            "zero_shot": zero, "zero_shot_seconds": 5.0, "adapted": {"epochs": [epoch], "seconds": 9.0},
+            "oracle": {"epochs": [dict(epoch, metrics=oracle)], "seconds": 9.0} if label == "adapt" else None,
+            "seconds": 60.0, "finished": "2024-01-01 00:00"}
+
+
+def test_render_section_reports_the_goal_and_variants():
+    section = render_section([fake_result("adapt"), fake_result("lr", ["optim.lr=1e-3"], mean_gain=-1.0)])
+    assert section.startswith(BEGIN_MARKER) and section.endswith(END_MARKER)
+    assert "| zero-shot | 30.0 / 20.0 | 30.0 / 20.0 | 30.0 / 20.0 |" in section
+    assert "33% of the gap closed" in section
+    assert "above zero-shot on 2 of 2 test sets" in section
+    assert "`optim.lr=1e-3`" in section and "pair -1.0" in section
+
+
+def test_replace_section_leaves_other_sections_alone():
+    document = f"# Benchmarks\n\n## Other\ntext\n\n{BEGIN_MARKER}\nold\n{END_MARKER}\n\n## After\nmore\n"
+    updated = replace_section(document, f"{BEGIN_MARKER}\nnew\n{END_MARKER}")
+    assert "old" not in updated and "new" in updated
+    assert updated.startswith("# Benchmarks\n\n## Other\ntext") and updated.endswith("## After\nmore\n")
+    appended = replace_section("# Benchmarks\n\n## Other\n", f"{BEGIN_MARKER}\nnew\n{END_MARKER}")
+    assert appended.startswith("# Benchmarks\n\n## Other\n") and appended.rstrip().endswith(END_MARKER)
+
+
+@pytest.mark.shared
+def test_real_folders_follow_the_protocol(shared_data):
+    protocol = load_protocol(shared_data)
+    sets = {t.name: t for t in protocol.test_sets}
+    prid = sets["prid2011"]
+    assert len(prid.query) == 100 and len(prid.gallery) == 100 + 549
+    assert Counter(protocol.train_folders)["prid2011"] == 2 * 100 + 185
+    for name in ("caviar4reid", "ilids", "3dpes", "towncentre"):
+        query_ids = [pid for _, pid, _ in sets[name].query]
+        assert len(query_ids) == len(set(query_ids))
+    train_paths = {path for path, _, _ in protocol.train}
+    assert train_paths.isdisjoint(path for path, _, _ in evaluation_items(protocol))
+    assert len(np.unique(protocol.train_identities())) == len({(f, p) for (_, p, _), f in
+                                                                zip(protocol.train, protocol.train_folders)})

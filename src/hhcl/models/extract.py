@@ -54,5 +54,6 @@ def extract_features(
             features[indices] = output
             bar.update(len(indices))
     if features is None:  # no items, or every image broken
-        return torch.zeros(len(items), model.feature_dim, dtype=torch.float32)
+        feature_dim = getattr(model, "module", model).feature_dim  # DistributedDataParallel wraps the model
+        return torch.zeros(len(items), feature_dim, dtype=torch.float32)
     return features

@@ -1,0 +1,130 @@
+"""Pseudo-labels that adapt to the data: eps read off the distance distribution, and only the
+clusters that survive a tighter and a looser eps.
+
+    labels, stats = adaptive_pseudo_labels(features, eps=0.6, eps_quantile=0.5, reliability_margin=0.02)
+
+Both options answer the same problem of adapting a pretrained model to new cameras without
+labels: a fixed eps fitted to another dataset merges or splits people on this one, and a merged
+cluster trained on pulls its people together, so the next clustering merges more.
+
+- ``eps_quantile``: eps is that quantile of every image's Jaccard distance to its
+  ``min_samples - 1``-th nearest other image (the DBSCAN "k-distance" rule). With 0.5, half of
+  the images are core points; the radius follows the features as they tighten epoch by epoch.
+- ``reliability_margin``: DBSCAN also runs at ``eps - margin`` and ``eps + margin`` (as SpCL
+  does). An image keeps its label only when its cluster overlaps its cluster at the looser eps
+  (independence: the cluster is not a fragment of something that merges as soon as eps grows)
+  and its cluster at the tighter eps (compactness: it does not fall apart as eps shrinks) with an
+  intersection-over-union of at least ``reliability_threshold``. The others become outliers.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from scipy import sparse
+from sklearn.cluster import DBSCAN
+
+from hhcl.cluster.jaccard import jaccard_distance
+from hhcl.cluster.pseudo_labels import cluster_statistics
+from hhcl.errors import HHCLError
+
+EPS_RANGE = (0.05, 0.95)
+
+
+def kth_neighbour_distances(distances: sparse.csr_matrix, k: int) -> np.ndarray:
+    """``(N,)`` distance of each row to its ``k``-th nearest other row; absent entries count as 1."""
+    matrix = sparse.csr_matrix(distances)
+    k = max(int(k), 1)
+    result = np.ones(matrix.shape[0], dtype=np.float64)
+    for row in range(matrix.shape[0]):
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        others = matrix.data[start:end][matrix.indices[start:end] != row]
+        if len(others) >= k:
+            result[row] = np.partition(others, k - 1)[k - 1]
+    return result
+
+
+def eps_from_distances(distances: sparse.csr_matrix, min_samples: int, quantile: float) -> float:
+    """The ``quantile`` of the ``min_samples - 1``-th neighbour distances, kept inside ``EPS_RANGE``."""
+    if not 0.0 < quantile < 1.0:
+        raise HHCLError(f"eps_quantile={quantile!r} must be in (0, 1) (0.5: half of the images are core points)")
+    value = float(np.quantile(kth_neighbour_distances(distances, min_samples - 1), quantile))
+    return float(np.clip(value, *EPS_RANGE))
+
+
+def dbscan_labels(distances: sparse.csr_matrix, eps: float, min_samples: int) -> np.ndarray:
+    """``(N,)`` int64 DBSCAN labels on a precomputed sparse distance matrix (absent = not a neighbour)."""
+    return DBSCAN(eps=float(eps), min_samples=int(min_samples), metric="precomputed").fit_predict(
+        distances).astype(np.int64)
+
+
+def _overlaps(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """``(N,)`` IoU of each clustered image's cluster in ``labels`` with its own cluster in ``other``.
+
+    An image that is an outlier in ``other`` counts as a cluster of its own there.
+    """
+    num_images = len(labels)
+    other = np.where(other >= 0, other, other.max(initial=-1) + 1 + np.arange(num_images))
+    _, cluster_index = np.unique(labels, return_inverse=True)
+    _, other_index = np.unique(other, return_inverse=True)
+    sizes = np.bincount(cluster_index)
+    other_sizes = np.bincount(other_index)
+    pair_key = cluster_index.astype(np.int64) * (other_index.max() + 1) + other_index
+    _, pair_index, pair_sizes = np.unique(pair_key, return_inverse=True, return_counts=True)
+    intersection = pair_sizes[pair_index]
+    return intersection / (sizes[cluster_index] + other_sizes[other_index] - intersection)
+
+
+def reliable_labels(labels: np.ndarray, tighter: np.ndarray, looser: np.ndarray, threshold: float
+                    ) -> np.ndarray:
+    """``labels`` with the unreliable images set to -1 and the clusters renumbered ``0..C-1``.
+
+    A cluster left with a single image is dropped too: it has no positive pair to learn from.
+    """
+    kept = labels >= 0
+    independence = _overlaps(labels, looser)
+    compactness = _overlaps(labels, tighter)
+    kept &= (independence >= threshold) & (compactness >= threshold)
+    result = np.full(len(labels), -1, dtype=np.int64)
+    if kept.any():
+        _, renumbered, counts = np.unique(labels[kept], return_inverse=True, return_counts=True)
+        large_enough = counts[renumbered] >= 2
+        indices = np.flatnonzero(kept)[large_enough]
+        _, result[indices] = np.unique(renumbered[large_enough], return_inverse=True)
+    return result
+
+
+def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int = 30, k2: int = 6,
+                           eps_quantile: float | None = None, reliability_margin: float = 0.0,
+                           reliability_threshold: float = 0.5) -> tuple[np.ndarray, dict]:
+    """Pseudo-labels ``(N,)`` int64 (-1 outliers) with eps from the data and reliability filtering.
+
+    ``features``: ``(N, D)`` L2-normalised. ``eps`` is used as is when ``eps_quantile`` is None.
+    Returns ``(labels, stats)``: stats as :func:`hhcl.cluster.pseudo_labels` gives them (clusters,
+    outliers, sizes) plus ``eps`` (as used), ``dbscan_clusters`` (before filtering),
+    ``unreliable_images`` and ``seconds``.
+    """
+    start = time.perf_counter()
+    if reliability_margin < 0 or reliability_margin >= 0.5:
+        raise HHCLError(f"reliability_margin={reliability_margin!r} must be in [0, 0.5) (SpCL uses 0.02)")
+    distances = jaccard_distance(features, k1=k1, k2=k2)
+    if eps_quantile is not None:
+        eps = eps_from_distances(distances, min_samples, eps_quantile)
+    labels = dbscan_labels(distances, eps, min_samples)
+    dbscan_clusters = int(labels.max(initial=-1)) + 1
+    unreliable = 0
+    if reliability_margin > 0:
+        tighter = dbscan_labels(distances, max(eps - reliability_margin, 1e-6), min_samples)
+        looser = dbscan_labels(distances, min(eps + reliability_margin, 1.0 - 1e-6), min_samples)
+        filtered = reliable_labels(labels, tighter, looser, reliability_threshold)
+        unreliable = int(((labels >= 0) & (filtered < 0)).sum())
+        labels = filtered
+    stats = {"num_images": int(len(labels)), **cluster_statistics(labels), "eps": float(eps),
+             "min_samples": int(min_samples), "dbscan_clusters": dbscan_clusters, "unreliable_images": unreliable,
+             "seconds": {"total": time.perf_counter() - start}}
+    return labels, stats
+
+
+__all__ = ["adaptive_pseudo_labels", "dbscan_labels", "eps_from_distances", "kth_neighbour_distances",
+           "reliable_labels"]

@@ -93,11 +93,11 @@ def as_feature_tensor(features) -> torch.Tensor:
         norms = torch.linalg.vector_norm(tensor, dim=1)
     if not bool(torch.isfinite(norms).all()):
         raise HHCLError("features contain NaN or infinite values; check the model's output before clustering")
-    worst = float((norms - 1).abs().max())
-    if worst > _NORM_TOLERANCE:
+    worst_row = int((norms - 1).abs().argmax())
+    if abs(float(norms[worst_row]) - 1) > _NORM_TOLERANCE:
         raise HHCLError(
-            f"features must be L2-normalised (row norms 1), but a row has norm {1 + worst:.4g} or "
-            f"{1 - worst:.4g}; apply torch.nn.functional.normalize(features, dim=1) first"
+            f"features must be L2-normalised (row norms 1), but row {worst_row} has norm "
+            f"{float(norms[worst_row]):.4g}; apply torch.nn.functional.normalize(features, dim=1) first"
         )
     return tensor
 

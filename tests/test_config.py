@@ -109,3 +109,28 @@ def test_memory_modes_agree_with_the_memory_module():
 
     assert cfg.MEMORY_MODES == memory.MEMORY_MODES
     assert cfg.LOSS_FORMS == losses.LOSS_FORMS
+
+
+def test_config_show_prints_the_resolved_yaml(capsys):
+    from hhcl.cli import main
+
+    assert main(["config", "show", "msmt17_resnet50", "--set", "cluster.eps=0.65"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["cluster"]["eps"] == 0.65
+    assert shown["train"]["iters"] == 300
+    assert shown["dataset"]["name"] == "msmt17"
+
+
+def test_config_show_unknown_key_is_one_line_with_exit_2(capsys):
+    from hhcl.cli import main
+
+    assert main(["config", "show", "market1501_resnet50", "--set", "train.epoch=3"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "did you mean 'train.epochs'" in error
+
+
+def test_config_list_names_the_presets(capsys):
+    from hhcl.cli import main
+
+    assert main(["config", "list"]) == 0
+    assert "market1501_resnet50" in capsys.readouterr().out.split()

@@ -102,6 +102,7 @@ class TrainConfig:
     precision: str = "auto"  # auto = AMP bf16 (fp16 without bf16) on CUDA, fp32 on CPU
     channels_last: bool = True  # on CUDA only
     deterministic: bool = True
+    num_threads: int = 0  # torch's CPU threads; 0 keeps torch's default (one per core)
     extract_batch_size: int = 128
     log_every: int = 20
 
@@ -155,7 +156,7 @@ class Config:
             ("train.batch_size", self.train.batch_size >= self.train.num_instances
              and self.train.batch_size % self.train.num_instances == 0,
              f"a multiple of train.num_instances ({self.train.num_instances})"),
-            ("cluster.eps", self.cluster.eps > 0, "a positive number"),
+            ("cluster.eps", 0 < self.cluster.eps < 1, "in (0, 1): Jaccard distances lie in [0, 1]"),
             ("cluster.min_samples", self.cluster.min_samples >= 1, "at least 1"),
             ("cluster.k1", self.cluster.k1 >= 1, "at least 1"),
             ("cluster.k2", self.cluster.k2 >= 1, "at least 1"),
@@ -164,6 +165,7 @@ class Config:
             ("dataset.height", self.dataset.height >= 8, "at least 8"),
             ("dataset.width", self.dataset.width >= 8, "at least 8"),
             ("dataset.num_workers", self.dataset.num_workers >= 0, "0 or more"),
+            ("train.num_threads", self.train.num_threads >= 0, "0 (torch's default) or more"),
             ("evaluation.eval_every", self.evaluation.eval_every >= 0, "0 or more"),
         ]
         for key, ok, expected in checks:

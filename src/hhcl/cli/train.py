@@ -1,0 +1,112 @@
+"""`hhcl train --config PRESET --root DIR --output RUN_DIR [options]`: HHCL training.
+
+Run several processes with ``torchrun --nproc_per_node=N -m hhcl train ...`` (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hhcl.config import LOSS_FORMS, MEMORY_MODES, PRECISIONS, load_config
+
+# flag -> config key; a flag left unset keeps the preset's value
+FLAG_KEYS = {
+    "dataset": "dataset.name",
+    "root": "dataset.root",
+    "height": "dataset.height",
+    "width": "dataset.width",
+    "num_workers": "dataset.num_workers",
+    "arch": "model.arch",
+    "weights": "model.weights",
+    "init_weights": "model.init_weights",
+    "eps": "cluster.eps",
+    "memory": "memory.mode",
+    "hard_weight": "memory.hard_weight",
+    "loss_form": "memory.loss_form",
+    "lr": "optim.lr",
+    "epochs": "train.epochs",
+    "iters": "train.iters",
+    "batch_size": "train.batch_size",
+    "num_instances": "train.num_instances",
+    "seed": "train.seed",
+    "device": "train.device",
+    "precision": "train.precision",
+    "eval_every": "evaluation.eval_every",
+}
+SWITCH_KEYS = {
+    "supervised": "train.supervised",
+    "sync_bn": "model.sync_bn",
+    "select_best": "evaluation.select_best",
+    "rerank": "evaluation.rerank",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="market1501_resnet50",
+                        help="a preset name (hhcl config list) or a YAML file (default: market1501_resnet50)")
+    parser.add_argument("--output", required=True, metavar="RUN_DIR",
+                        help="the run folder: config.yaml, train.log, TensorBoard events, checkpoint.pth, "
+                             "model.pth, metrics.json")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                        help="continue RUN_DIR/checkpoint.pth (or the given checkpoint); without one yet, start")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", help="dataset name, e.g. market1501 or folder (overrides the preset)")
+    data.add_argument("--root", help="the dataset folder")
+    data.add_argument("--height", type=int)
+    data.add_argument("--width", type=int)
+    data.add_argument("--num-workers", type=int)
+    model = parser.add_argument_group("model")
+    model.add_argument("--arch", help="backbone, e.g. resnet50, resnet50_ibn_a, osnet_x1_0")
+    model.add_argument("--weights", metavar="FILE", help="backbone initialisation, e.g. ImageNet ResNet-50 weights")
+    model.add_argument("--init-weights", metavar="FILE",
+                       help="start from a whole re-ID model (any file load_weights accepts), e.g. for domain adaptation")
+    model.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under DDP (CUDA)")
+    method = parser.add_argument_group("method")
+    method.add_argument("--memory", choices=MEMORY_MODES, help="cluster memory (default hybrid: HHCL)")
+    method.add_argument("--hard-weight", type=float, metavar="W", help="weight of the hard term (default 0.5)")
+    method.add_argument("--loss-form", choices=LOSS_FORMS,
+                        help="paper: w*CE_hard + (1-w)*CE_centroid; official: the authors' code, "
+                             "w*(CE_hard + (1-w)*CE_centroid)")
+    method.add_argument("--eps", type=float, help="DBSCAN eps on the Jaccard distance")
+    method.add_argument("--supervised", action="store_true", default=None,
+                        help="train the memories on ground-truth identities (upper bound)")
+    loop = parser.add_argument_group("loop")
+    loop.add_argument("--epochs", type=int)
+    loop.add_argument("--iters", type=int, help="iterations per epoch")
+    loop.add_argument("--batch-size", type=int, help="images per step, over all processes")
+    loop.add_argument("--num-instances", type=int, help="images per pseudo-identity in a batch")
+    loop.add_argument("--lr", type=float)
+    loop.add_argument("--seed", type=int)
+    loop.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    loop.add_argument("--precision", choices=PRECISIONS,
+                      help="auto: AMP bf16 (or fp16) on CUDA, fp32 on CPU; bf16/fp16 use autocast")
+    loop.add_argument("--eval-every", type=int, metavar="EPOCHS", help="evaluate every N epochs (0: at the end)")
+    loop.add_argument("--select-best", action="store_true", default=None,
+                      help="keep the epoch with the best test mAP (uses the test labels: optimistic)")
+    loop.add_argument("--rerank", action="store_true", default=None, help="k-reciprocal re-ranking at evaluation")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set cluster.k1=20 (repeatable; applied last)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    """The config overrides the flags stand for, then the --set ones (which win)."""
+    overrides = []
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")  # quoted: a path stays a string
+    for flag, key in SWITCH_KEYS.items():
+        if getattr(args, flag, None):
+            overrides.append(f"{key}=true")
+    return overrides + list(args.overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hhcl.engine import Trainer
+
+    config = load_config(args.config, overrides_from_args(args))
+    trainer = Trainer(config, args.output, resume=args.resume, progress=not args.no_progress)
+    trainer.fit()
+    return 0

@@ -1,0 +1,113 @@
+"""What a run writes besides checkpoints: the log file, TensorBoard scalars and metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOG_FILE = "train.log"
+METRICS_FILE = "metrics.json"
+TENSORBOARD_DIR = "tensorboard"
+
+log = logging.getLogger("hhcl")
+
+
+@dataclass
+class EpochRecord:
+    """One epoch, as the summary line and metrics.json show it. Retrieval figures are in percent."""
+
+    epoch: int  # 1-based
+    num_clusters: int
+    num_outliers: int
+    num_images: int
+    cluster_size_quantiles: dict[str, float]
+    loss: float
+    lr: float
+    seconds: dict[str, float]  # extract, cluster, train, evaluate
+    train_images_per_second: float
+    metrics: dict[str, float] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def summary_line(self, num_epochs: int) -> str:
+        outlier_share = 100.0 * self.num_outliers / max(self.num_images, 1)
+        parts = [f"epoch {self.epoch}/{num_epochs}", f"{self.num_clusters} clusters",
+                 f"{self.num_outliers} outliers ({outlier_share:.1f}%)", f"loss {self.loss:.3f}",
+                 f"lr {self.lr:.2e}"]
+        if self.metrics is not None:
+            parts.append(f"mAP {self.metrics['mAP']:.1f}% rank-1 {self.metrics['rank1']:.1f}%")
+        timing = ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.seconds.items())
+        parts.append(f"{sum(self.seconds.values()):.1f} s ({timing}; {self.train_images_per_second:.0f} img/s)")
+        return ": ".join(parts[:1]) + ": " + ", ".join(parts[1:])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RunLog:
+    """The log file, TensorBoard writer (when tensorboard is installed) and metrics.json of a run.
+
+    Only the main process writes; on other ranks (or without an output folder) every method
+    is a no-op.
+    """
+
+    def __init__(self, output_dir: Path | None, enabled: bool = True, tensorboard: bool = True):
+        self.output_dir = output_dir
+        self.enabled = enabled and output_dir is not None
+        self._file_handler: logging.Handler | None = None
+        self._writer = None
+        if not self.enabled:
+            return
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self._file_handler = logging.FileHandler(output_dir / LOG_FILE)
+        self._file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(self._file_handler)
+        if log.level == logging.NOTSET or log.level > logging.INFO:
+            log.setLevel(logging.INFO)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.info("TensorBoard is not installed (pip install tensorboard): no event files are written")
+            else:
+                self._writer = SummaryWriter(log_dir=str(output_dir / TENSORBOARD_DIR))
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self._writer is not None:
+            self._writer.add_scalar(tag, value, step)
+
+    def epoch(self, record: EpochRecord, num_epochs: int, iteration: int) -> None:
+        log.info(record.summary_line(num_epochs))
+        if self._writer is None:
+            return
+        step = record.epoch
+        self._writer.add_scalar("epoch/loss", record.loss, step)
+        self._writer.add_scalar("epoch/lr", record.lr, step)
+        self._writer.add_scalar("cluster/num_clusters", record.num_clusters, step)
+        self._writer.add_scalar("cluster/num_outliers", record.num_outliers, step)
+        self._writer.add_scalar("speed/train_images_per_second", record.train_images_per_second, step)
+        for phase, seconds in record.seconds.items():
+            self._writer.add_scalar(f"seconds/{phase}", seconds, step)
+        for name, value in (record.metrics or {}).items():
+            self._writer.add_scalar(f"test/{name}", value, step)
+        self._writer.flush()
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        path = self.output_dir / METRICS_FILE
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        temporary.write_text(json.dumps(metrics, indent=2) + "\n")
+        os.replace(temporary, path)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._file_handler is not None:
+            log.removeHandler(self._file_handler)
+            self._file_handler.close()
+            self._file_handler = None

@@ -1,0 +1,696 @@
+"""The HHCL epoch loop.
+
+Each epoch:
+
+1. extract the features of the training set (test transform);
+2. compute pseudo-labels (k-reciprocal Jaccard distance + DBSCAN), on rank 0 under DDP;
+3. log the clusters, outliers and cluster-size quantiles;
+4. initialise the memory from the cluster means;
+5. build the P x K loader over the clustered images;
+6. run ``iters`` steps of forward, loss, backward, optimizer step and memory update;
+7. log the loss and learning rate (TensorBoard when installed, and a one-line summary);
+8. evaluate every ``eval_every`` epochs when the dataset has a labelled test split;
+9. save a checkpoint.
+
+A checkpoint is written at the end of every epoch, so ``--resume`` restarts the interrupted
+epoch from the state the uninterrupted run had at that point: model, optimizer, scheduler, loop
+counters and every random generator. On CPU with the same seed and thread count the final
+weights are bit-identical to those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hhcl.config import Config
+from hhcl.engine import distributed
+from hhcl.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_atomically,
+    seed_everything,
+)
+from hhcl.engine.run_log import EpochRecord, RunLog
+from hhcl.errors import HHCLError
+from hhcl.memory import ClusterMemory, build_memory, cluster_centers
+from hhcl.models.inference import check_precision
+
+log = logging.getLogger("hhcl")
+
+CHECKPOINT_FILE = "checkpoint.pth"
+MODEL_FILE = "model.pth"
+BEST_MODEL_FILE = "model_best.pth"
+CONFIG_FILE = "config.yaml"
+
+
+class Hook:
+    """Called by the trainer at fixed points of the loop; override what you need."""
+
+    def before_epoch(self, trainer: "Trainer", epoch: int) -> None: ...
+
+    def after_iteration(self, trainer: "Trainer", loss: float) -> None: ...
+
+    def after_epoch(self, trainer: "Trainer", record: EpochRecord) -> None: ...
+
+
+def derived_seed(seed: int, *parts: int | str) -> int:
+    """A 31-bit seed (every seeding API takes it) for one use (augmentation, a sampler epoch, a rank...) derived from the run's seed."""
+    words = [seed] + [int.from_bytes(part.encode(), "little") if isinstance(part, str) else part for part in parts]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint32)[0] >> np.uint32(1))
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HHCLError(f"train.device = {name!r} but CUDA is not available here: use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bf16 AMP on CUDA (fp16 where bf16 is unsupported) and fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def configure_determinism(deterministic: bool) -> None:
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; it must be set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+
+
+def quantiles(values: np.ndarray, points: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> dict[str, float]:
+    if len(values) == 0:
+        return {}
+    return {f"q{int(round(p * 100))}": float(np.quantile(values, p)) for p in points}
+
+
+def has_labelled_test_split(dataset) -> bool:
+    query, gallery = getattr(dataset, "query", None) or [], getattr(dataset, "gallery", None) or []
+    return bool(query) and bool(gallery) and any(pid >= 0 for _, pid, _ in query)
+
+
+class Trainer:
+    """HHCL training of one model on one dataset.
+
+    Args:
+        config: the resolved :class:`hhcl.config.Config`.
+        output_dir: the run folder (config used, log, TensorBoard events, checkpoint.pth,
+            model.pth, metrics.json); ``None`` writes nothing (checkpoints included).
+        resume: a checkpoint to continue from, or ``True`` for ``output_dir/checkpoint.pth`` when
+            it exists.
+        dataset: a loaded :class:`hhcl.data.ReIDDataset`; by default ``config.dataset`` is loaded.
+        hooks: :class:`Hook` instances called during the loop.
+        progress: show progress bars.
+    """
+
+    def __init__(self, config: Config, output_dir: str | os.PathLike | None = None, *,
+                 resume: bool | str | os.PathLike = False, dataset=None, hooks: Iterable[Hook] = (),
+                 progress: bool = True):
+        self.config = config
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.hooks = list(hooks)
+        requested = resolve_device(config.train.device)
+        self.context = distributed.init_distributed(requested.type)
+        self.device = resolve_device(config.train.device, self.context.local_rank)
+        self.precision = resolve_precision(config.train.precision, self.device)
+        check_precision(self.precision, self.device)
+        self.progress = progress and self.context.is_main
+        configure_determinism(config.train.deterministic)
+        if config.train.num_threads > 0:
+            torch.set_num_threads(config.train.num_threads)
+        seed_everything(config.train.seed)
+        if not self.context.is_main:
+            log.setLevel(logging.WARNING)
+
+        if self.context.world_size > 1 and config.train.batch_size % (self.context.world_size * config.train.num_instances):
+            raise HHCLError(f"train.batch_size = {config.train.batch_size} must split into {self.context.world_size} "
+                            f"ranks of whole groups of train.num_instances = {config.train.num_instances}")
+        self.batch_size_per_rank = config.train.batch_size // self.context.world_size
+
+        checkpoint_path = self._checkpoint_to_resume(resume)
+        self.run_log = RunLog(self.output_dir, enabled=self.context.is_main)
+        try:
+            self._build(config, checkpoint_path, dataset)
+        except BaseException:
+            self.run_log.close()
+            raise
+
+    def _build(self, config: Config, checkpoint_path: Path | None, dataset) -> None:
+        from hhcl.data.transforms import TrainAugmentation
+        from hhcl.models import build_model, load_weights
+
+        self.dataset = dataset if dataset is not None else self._load_dataset()
+        self._check_training_split()
+
+        model = build_model(config.model.arch, pooling=config.model.pooling, num_features=config.model.num_features,
+                            last_stride=config.model.last_stride, weights=config.model.weights)
+        if config.model.init_weights:
+            report = load_weights(model, config.model.init_weights)
+            log.info("initial weights: %s", report)
+        self.channels_last = config.train.channels_last and self.device.type == "cuda"
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if config.model.sync_bn and self.context.enabled:
+            if self.device.type != "cuda":
+                raise HHCLError("model.sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel): "
+                                "set model.sync_bn=false for CPU training")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.train_model: nn.Module = model
+        if self.context.enabled:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+        parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        self.optimizer = torch.optim.Adam(parameters, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.optim.step_size,
+                                                         gamma=config.optim.gamma)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16"
+                                           and self.device.type == "cuda")
+        self.augmentation = TrainAugmentation(height=config.dataset.height, width=config.dataset.width).to(self.device)
+        self.augmentation_generator = torch.Generator(device=self.device)
+        self.augmentation_generator.manual_seed(derived_seed(config.train.seed, "augmentation", self.context.rank))
+
+        self.epoch = 0  # completed epochs
+        self.iteration = 0  # completed optimizer steps
+        self.memory: ClusterMemory | None = None
+        self.pseudo_labels: np.ndarray | None = None
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"mAP": None, "epoch": None}
+
+        if checkpoint_path is not None:
+            self.load_state(load_checkpoint(checkpoint_path))
+            log.info("resumed from %s after epoch %d (iteration %d)", checkpoint_path, self.epoch, self.iteration)
+        elif self.context.is_main and self.output_dir is not None:
+            (self.output_dir / CONFIG_FILE).write_text(config.to_yaml())
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def _checkpoint_to_resume(self, resume: bool | str | os.PathLike) -> Path | None:
+        existing = self.output_dir / CHECKPOINT_FILE if self.output_dir is not None else None
+        if resume is True:
+            if existing is not None and existing.is_file():
+                return existing
+            log.info("no checkpoint in %s yet: starting a new run", self.output_dir)
+            return None
+        if resume:
+            return Path(resume)
+        if existing is not None and existing.is_file():
+            raise HHCLError(f"{self.output_dir} already holds the checkpoint of a run: pass --resume to continue "
+                            "it, or choose another --output")
+        return None
+
+    def _load_dataset(self):
+        from hhcl.data import load_dataset
+
+        options = dict(self.config.dataset.options)
+        # A generated dataset (synthetic) is written by rank 0 alone, then read by every rank.
+        if self.context.is_main:
+            dataset = load_dataset(self.config.dataset.name, self.config.dataset.root, **options)
+        distributed.barrier()
+        if not self.context.is_main:
+            dataset = load_dataset(self.config.dataset.name, self.config.dataset.root, **options)
+        return dataset
+
+    def _check_training_split(self) -> None:
+        train = self.dataset.train
+        if not train:
+            raise HHCLError(f"dataset {self.dataset.name!r} has no training image: check --root and --dataset")
+        if self.config.train.supervised and all(pid < 0 for _, pid, _ in train):
+            raise HHCLError(f"--supervised needs identities, but the training images of {self.dataset.name!r} "
+                            "carry none (pid -1): drop --supervised or use a folder pattern with a pid")
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``train.epochs``; write model.pth and metrics.json; return the final metrics."""
+        config = self.config
+        if config.evaluation.select_best:
+            message = ("evaluation.select_best keeps the epoch with the best test mAP: this uses the test labels, "
+                       "so the reported figures are optimistic and not an unsupervised result")
+            warnings.warn(message, stacklevel=2)
+            log.warning("warning: %s", message)
+        log.info("training %s on %s (%d training images) for %d epochs x %d iterations, batch %d = %d x %d, "
+                 "%s memory, device %s, precision %s%s", config.model.arch, self.dataset.name, len(self.dataset.train),
+                 config.train.epochs, config.train.iters, config.train.batch_size,
+                 config.train.batch_size // config.train.num_instances, config.train.num_instances,
+                 config.memory.mode, self.device, self.precision,
+                 f", {self.context.world_size} processes" if self.context.enabled else "")
+        start = time.perf_counter()
+        try:
+            while self.epoch < config.train.epochs:
+                self.train_epoch()
+            final = self._finish()
+        finally:
+            self.run_log.close()
+        final["seconds"] = time.perf_counter() - start
+        return final
+
+    def train_epoch(self) -> EpochRecord:
+        """Run steps 1-9 for epoch ``self.epoch`` and advance it."""
+        config = self.config
+        epoch = self.epoch
+        for hook in self.hooks:
+            hook.before_epoch(self, epoch)
+        seconds: dict[str, float] = {}
+
+        tick = time.perf_counter()
+        features = self.extract_train_features()
+        seconds["extract"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        labels, stats = self.assign_labels(features)
+        seconds["cluster"] = time.perf_counter() - tick
+        num_clusters = int(labels.max()) + 1 if (labels >= 0).any() else 0
+        num_outliers = int((labels < 0).sum())
+        sizes = np.bincount(labels[labels >= 0]) if num_clusters else np.zeros(0)
+        log.info("epoch %d: %d clusters, %d outliers of %d images, cluster sizes %s", epoch + 1, num_clusters,
+                 num_outliers, len(labels), ", ".join(f"{k} {v:g}" for k, v in quantiles(sizes).items()))
+        self.pseudo_labels = labels
+
+        self.memory = self.build_memory(features, labels, epoch)
+        del features
+        loader = self.build_train_loader(labels, epoch)
+
+        tick = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        mean_loss = self.train_iterations(loader, epoch)
+        seconds["train"] = time.perf_counter() - tick
+        images_per_second = config.train.iters * config.train.batch_size / max(seconds["train"], 1e-9)
+        self.scheduler.step()
+        # Without SyncBN each rank's BatchNorm statistics drift apart: keep rank 0's everywhere.
+        distributed.broadcast_buffers(self.model)
+        self.epoch = epoch + 1
+
+        metrics = None
+        if self._evaluation_due():
+            tick = time.perf_counter()
+            metrics = self.evaluate()
+            seconds["evaluate"] = time.perf_counter() - tick
+
+        record = EpochRecord(epoch=epoch + 1, num_clusters=num_clusters, num_outliers=num_outliers,
+                             num_images=len(labels), cluster_size_quantiles=quantiles(sizes), loss=mean_loss, lr=lr,
+                             seconds=seconds, train_images_per_second=images_per_second, metrics=metrics)
+        self.history.append(record.to_dict())
+        self.run_log.epoch(record, config.train.epochs, self.iteration)
+        if metrics is not None and config.evaluation.select_best:
+            self._keep_if_best(metrics)
+        for hook in self.hooks:
+            hook.after_epoch(self, record)
+        self.save_checkpoint()
+        return record
+
+    def _evaluation_due(self) -> bool:
+        if not has_labelled_test_split(self.dataset):
+            return False
+        every = self.config.evaluation.eval_every
+        last = self.epoch == self.config.train.epochs
+        return last or (every > 0 and self.epoch % every == 0)
+
+    # -- 1. features ------------------------------------------------------------------------------
+
+    def extract_train_features(self) -> torch.Tensor:
+        """``(N, D)`` float32 L2-normalised features of the training set, identical on every rank.
+
+        Under DDP each rank extracts every W-th image and the shards are gathered.
+        """
+        from hhcl.models import extract_features
+
+        items = self.dataset.train
+        shard = items[self.context.rank::self.context.world_size]
+        features = extract_features(self.model, shard, batch_size=self.config.train.extract_batch_size,
+                                    device=self.device, height=self.config.dataset.height,
+                                    width=self.config.dataset.width, num_workers=self.config.dataset.num_workers,
+                                    precision=self.precision, progress=self.progress)
+        self.model.train()
+        features = distributed.all_gather_sharded_rows(features.to(self.device), len(items))
+        return features.cpu()
+
+    # -- 2. pseudo-labels -------------------------------------------------------------------------
+
+    def assign_labels(self, features: torch.Tensor) -> tuple[np.ndarray, dict[str, Any]]:
+        """``(N,)`` int64 labels in ``[-1, C)``: pseudo-labels, or identities with ``train.supervised``."""
+        if self.config.train.supervised:
+            pids = np.array([pid for _, pid, _ in self.dataset.train], dtype=np.int64)
+            labels = np.full(len(pids), -1, dtype=np.int64)
+            known = pids >= 0
+            _, labels[known] = np.unique(pids[known], return_inverse=True)
+            return labels, {"num_clusters": int(labels.max()) + 1, "num_outliers": int((~known).sum())}
+        result = None
+        if self.context.is_main:
+            from hhcl.cluster import pseudo_labels
+
+            cluster = self.config.cluster
+            labels, stats = pseudo_labels(features, eps=cluster.eps, min_samples=cluster.min_samples, k1=cluster.k1,
+                                          k2=cluster.k2, progress=self.progress)
+            labels = np.asarray(labels, dtype=np.int64)
+            error = None if (labels >= 0).any() else self._no_cluster_message(features)
+            result = (labels, stats, error)
+        labels, stats, error = distributed.broadcast_object(result)
+        if error is not None:
+            raise HHCLError(error)
+        return labels, stats
+
+    def _no_cluster_message(self, features: torch.Tensor) -> str:
+        from hhcl.cluster import jaccard_distance
+
+        cluster = self.config.cluster
+        distances = jaccard_distance(features, k1=cluster.k1, k2=cluster.k2)
+        neighbour_distance = kth_neighbour_distance(distances, cluster.min_samples - 1)
+        spread = quantiles(neighbour_distance, (0.1, 0.5, 0.9))
+        suggestion = float(np.quantile(neighbour_distance, 0.5)) if len(neighbour_distance) else cluster.eps
+        return (f"DBSCAN found no cluster among {features.shape[0]} training images with cluster.eps = {cluster.eps} "
+                f"and min_samples = {cluster.min_samples}: the Jaccard distance to each image's "
+                f"{max(cluster.min_samples - 1, 1)}th neighbour has quantiles "
+                + ", ".join(f"{name} {value:.3f}" for name, value in spread.items())
+                + f"; try --set cluster.eps={math.ceil(suggestion * 100) / 100:.2f}")
+
+    # -- 4. memory --------------------------------------------------------------------------------
+
+    def build_memory(self, features: torch.Tensor, labels: np.ndarray, epoch: int) -> ClusterMemory:
+        """A fresh memory for this epoch's clusters, initialised from the ``(N, D)`` features."""
+        memory_config = self.config.memory
+        labels_tensor = torch.from_numpy(labels)
+        num_clusters = int(labels.max()) + 1
+        memory = build_memory(memory_config.mode, features.shape[1], num_clusters,
+                              temperature=memory_config.temperature, momentum=memory_config.momentum,
+                              hard_weight=memory_config.hard_weight, loss_form=memory_config.loss_form,
+                              num_instances=self.config.train.num_instances)
+        generator = torch.Generator().manual_seed(derived_seed(self.config.train.seed, "memory", epoch))
+        memory.initialize(cluster_centers(features, labels_tensor, num_clusters), features, labels_tensor, generator)
+        return memory.to(self.device)
+
+    # -- 5. loader --------------------------------------------------------------------------------
+
+    def build_train_loader(self, labels: np.ndarray, epoch: int):
+        from hhcl.data.loaders import build_train_loader
+
+        clustered = np.flatnonzero(labels >= 0)
+        items = [self.dataset.train[i] for i in clustered]
+        return build_train_loader(items, labels[clustered].tolist(), batch_size=self.batch_size_per_rank,
+                                  num_instances=self.config.train.num_instances, height=self.config.dataset.height,
+                                  width=self.config.dataset.width, num_workers=self.config.dataset.num_workers,
+                                  seed=derived_seed(self.config.train.seed, "sampler", epoch, self.context.rank),
+                                  iters=self.config.train.iters)
+
+    # -- 6. iterations ----------------------------------------------------------------------------
+
+    def train_iterations(self, loader, epoch: int) -> float:
+        """Run the epoch's steps; return the mean loss of this rank."""
+        config = self.config
+        memory = self.memory
+        self.train_model.train()
+        total = 0.0
+        steps = 0
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=config.train.iters, desc=f"epoch {epoch + 1}/{config.train.epochs}", leave=False,
+                       unit="it", dynamic_ncols=True)
+        try:
+            for images, targets, _ in loader:
+                images = images.to(self.device, non_blocking=True)
+                targets = targets.to(self.device, non_blocking=True)
+                inputs = self.augmentation(images, generator=self.augmentation_generator)
+                if self.channels_last:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                with autocast_context(self.device, self.precision):
+                    features = self.train_model(inputs)
+                loss = memory(features, targets)
+                if distributed.any_rank(not bool(torch.isfinite(loss)), self.device):
+                    raise HHCLError(self._non_finite_message(loss, epoch, steps))
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                with torch.no_grad():
+                    gathered_features = distributed.all_gather_rows(features.detach().float())
+                    gathered_targets = distributed.all_gather_rows(targets)
+                    memory.update(gathered_features, gathered_targets)
+                self.iteration += 1
+                steps += 1
+                loss_value = float(loss.detach())
+                total += loss_value
+                if self.iteration % max(config.train.log_every, 1) == 0 or steps == config.train.iters:
+                    self.run_log.scalar("train/loss", loss_value, self.iteration)
+                    self.run_log.scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.iteration)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{loss_value:.3f}")
+                for hook in self.hooks:
+                    hook.after_iteration(self, loss_value)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return total / max(steps, 1)
+
+    def _non_finite_message(self, loss: torch.Tensor, epoch: int, step: int) -> str:
+        kept = (f"the last good checkpoint, {self.output_dir / CHECKPOINT_FILE} (after epoch {self.epoch}), is kept"
+                if self.output_dir is not None and self.epoch > 0 else "no checkpoint was written yet")
+        return (f"the loss became {float(loss.detach())} at epoch {epoch + 1}, iteration {step + 1}; training stopped and "
+                f"{kept}: lower optim.lr or use train.precision=fp32, then --resume")
+
+    # -- 8. evaluation ----------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, float] | None:
+        """Test mAP, rank-1/5/10 and mINP in percent on the query/gallery split (rank 0 computes)."""
+        result = None
+        if self.context.is_main:
+            result = evaluate_model(self.model, self.dataset, self.config, self.device, self.precision,
+                                    progress=self.progress)
+        self.model.train()
+        return distributed.broadcast_object(result)
+
+    def _keep_if_best(self, metrics: dict[str, float]) -> None:
+        if self.best["mAP"] is not None and metrics["mAP"] <= self.best["mAP"]:
+            return
+        self.best = {"mAP": metrics["mAP"], "epoch": self.epoch, "metrics": metrics}
+        if self.context.is_main and self.output_dir is not None:
+            save_atomically(self.model_file_state(metrics), self.output_dir / BEST_MODEL_FILE)
+
+    # -- 9. checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything ``--resume`` needs. Collective under DDP: every rank must call it."""
+        rng_states = distributed.all_gather_object({
+            "global": capture_rng_state(),
+            "augmentation": self.augmentation_generator.get_state(),
+        })
+        memory = None
+        if self.memory is not None:
+            memory = {"mode": self.memory.mode, "num_clusters": self.memory.num_clusters,
+                      "state": {k: v.cpu() for k, v in self.memory.state_dict().items()}}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
+            "build_options": dict(self.model.build_options),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "memory": memory,
+            "pseudo_labels": torch.from_numpy(self.pseudo_labels) if self.pseudo_labels is not None else None,
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "rng": rng_states,
+            "world_size": self.context.world_size,
+            "best": self.best,
+            "history": self.history,
+            "config": self.config.to_dict(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        self.iteration = int(state["iteration"])
+        self.best = dict(state.get("best") or {"mAP": None, "epoch": None})
+        self.history = list(state.get("history") or [])
+        if state.get("memory") is not None:
+            saved = state["memory"]
+            memory_config = self.config.memory
+            memory = build_memory(saved["mode"], self.model.feature_dim, saved["num_clusters"],
+                                  temperature=memory_config.temperature, momentum=memory_config.momentum,
+                                  hard_weight=memory_config.hard_weight, loss_form=memory_config.loss_form,
+                                  num_instances=self.config.train.num_instances)
+            memory.load_state_dict(saved["state"])
+            self.memory = memory.to(self.device)
+        if state.get("pseudo_labels") is not None:
+            self.pseudo_labels = state["pseudo_labels"].numpy()
+        rng_states = state["rng"]
+        if len(rng_states) != self.context.world_size:
+            log.warning("the checkpoint was written by %d processes and this run has %d: training continues, but "
+                        "not bit-identically", len(rng_states), self.context.world_size)
+        own = rng_states[min(self.context.rank, len(rng_states) - 1)]
+        restore_rng_state(own["global"])
+        try:
+            self.augmentation_generator.set_state(own["augmentation"])
+        except RuntimeError:
+            log.warning("the augmentation generator state does not fit this device: it is reseeded")
+        changed = _changed_keys(state.get("config") or {}, self.config.to_dict())
+        if changed:
+            log.info("resuming with a changed config: %s", ", ".join(changed))
+
+    def save_checkpoint(self) -> Path | None:
+        state = self.state_dict()  # collective: every rank takes part
+        if not self.context.is_main or self.output_dir is None:
+            return None
+        return save_atomically(state, self.output_dir / CHECKPOINT_FILE)
+
+    def model_file_state(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        """What model.pth holds: the weights under ``model`` (as :func:`hhcl.models.load_weights` reads them)."""
+        return {
+            "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
+            "build_options": dict(self.model.build_options),
+            "epoch": self.epoch,
+            "metrics": metrics,
+            "config": self.config.to_dict(),
+        }
+
+    def _finish(self) -> dict[str, Any]:
+        config = self.config
+        last_metrics = next((record["metrics"] for record in reversed(self.history) if record["metrics"]), None)
+        selected_epoch = self.epoch
+        final_metrics = last_metrics
+        if config.evaluation.select_best and self.best.get("epoch") is not None:
+            selected_epoch = self.best["epoch"]
+            final_metrics = self.best.get("metrics")
+        summary = {
+            "dataset": self.dataset.name,
+            "arch": config.model.arch,
+            "memory": config.memory.mode,
+            "epochs": self.epoch,
+            "iterations": self.iteration,
+            "selected_epoch": selected_epoch,
+            "selected_by_test_labels": bool(config.evaluation.select_best),
+            "final": final_metrics,
+            "history": self.history,
+        }
+        if self.context.is_main and self.output_dir is not None:
+            if config.evaluation.select_best and (self.output_dir / BEST_MODEL_FILE).is_file():
+                best = torch.load(self.output_dir / BEST_MODEL_FILE, map_location="cpu", weights_only=True)
+                save_atomically(best, self.output_dir / MODEL_FILE)
+            else:
+                save_atomically(self.model_file_state(final_metrics), self.output_dir / MODEL_FILE)
+            self.run_log.write_metrics(summary)
+            if final_metrics:
+                log.info("final (epoch %d): mAP %.1f%%, rank-1 %.1f%%, rank-5 %.1f%%, rank-10 %.1f%%%s", selected_epoch,
+                         final_metrics["mAP"], final_metrics["rank1"], final_metrics["rank5"],
+                         final_metrics["rank10"],
+                         " (epoch chosen on the test labels)" if config.evaluation.select_best else "")
+            log.info("model written to %s", self.output_dir / MODEL_FILE)
+        distributed.barrier()
+        return summary
+
+
+def evaluate_model(model: nn.Module, dataset, config: Config, device: torch.device | str = "cpu",
+                   precision: str = "fp32", progress: bool = False) -> dict[str, float] | None:
+    """mAP, rank-1/5/10 and mINP in percent of ``model`` on ``dataset``'s query/gallery split."""
+    from hhcl.evaluation import evaluate_features
+    from hhcl.models import extract_features
+
+    if not has_labelled_test_split(dataset):
+        return None
+    items = list(dataset.query) + list(dataset.gallery)
+    features = extract_features(model, items, batch_size=config.train.extract_batch_size, device=device,
+                                height=config.dataset.height, width=config.dataset.width,
+                                num_workers=config.dataset.num_workers, precision=precision, progress=progress)
+    num_query = len(dataset.query)
+    q_pids, q_cams = _ids(dataset.query)
+    g_pids, g_cams = _ids(dataset.gallery)
+    result = evaluate_features(features[:num_query], features[num_query:], q_pids, g_pids, q_cams, g_cams,
+                               max_rank=min(50, len(dataset.gallery)), rerank=config.evaluation.rerank)
+    cmc = np.asarray(result["cmc"], dtype=np.float64)
+
+    def rank(k: int) -> float:
+        return 100.0 * float(cmc[min(k, len(cmc)) - 1]) if len(cmc) else 0.0
+
+    return {"mAP": 100.0 * float(result["mAP"]), "rank1": rank(1), "rank5": rank(5), "rank10": rank(10),
+            "mINP": 100.0 * float(result.get("mINP", float("nan")))}
+
+
+def _ids(items) -> tuple[np.ndarray, np.ndarray]:
+    return (np.array([pid for _, pid, _ in items], dtype=np.int64),
+            np.array([camid for _, _, camid in items], dtype=np.int64))
+
+
+def kth_neighbour_distance(distances, k: int) -> np.ndarray:
+    """Distance of each row to its k-th nearest other point, from a dense or CSR ``(N, N)`` matrix.
+
+    Entries absent from a sparse matrix count as distance 1 (the Jaccard distance's maximum).
+    """
+    k = max(k, 1)
+    if hasattr(distances, "tocsr"):
+        matrix = distances.tocsr()
+        values = []
+        for row in range(matrix.shape[0]):
+            start, end = matrix.indptr[row], matrix.indptr[row + 1]
+            others = matrix.data[start:end][matrix.indices[start:end] != row]
+            others = np.sort(others)
+            values.append(others[k - 1] if len(others) >= k else 1.0)
+        return np.asarray(values, dtype=np.float64)
+    dense = np.array(distances, dtype=np.float64, copy=True)
+    np.fill_diagonal(dense, np.inf)
+    kth = np.partition(dense, k - 1, axis=1)[:, k - 1]
+    return np.minimum(kth, 1.0)
+
+
+def _changed_keys(before: dict, after: dict) -> list[str]:
+    changed = []
+    for section, values in after.items():
+        for key, value in values.items():
+            old = (before.get(section) or {}).get(key, value)
+            if old != value:
+                changed.append(f"{section}.{key} {old!r} -> {value!r}")
+    return changed
+
+
+def train(config: Config, output_dir: str | os.PathLike | None = None, **options) -> dict[str, Any]:
+    """Build a :class:`Trainer` and run it to the end; ``options`` are the Trainer's keyword arguments."""
+    trainer = Trainer(config, output_dir, **options)
+    return trainer.fit()
+
+
+__all__ = ["Hook", "Trainer", "derived_seed", "evaluate_model", "kth_neighbour_distance", "train"]

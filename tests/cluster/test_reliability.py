@@ -95,3 +95,14 @@ def test_rejects_a_margin_out_of_range():
     features, _ = blobs()
     with pytest.raises(HHCLError, match="reliability_margin"):
         adaptive_pseudo_labels(features, eps=0.5, k1=10, k2=3, reliability_margin=0.6)
+
+
+def test_eps_candidates_pick_the_eps_that_keeps_the_most_reliable_images():
+    features, truth = blobs(seed=2)
+    labels, stats = adaptive_pseudo_labels(features, eps=0.9, min_samples=4, k1=10, k2=3,
+                                           eps_candidates=[0.2, 0.5, 0.8], reliability_margin=0.02)
+    assert set(stats["eps_search"]) == {0.2, 0.5, 0.8}
+    assert stats["eps"] == max(stats["eps_search"], key=lambda eps: (stats["eps_search"][eps], -eps))
+    assert stats["eps_search"][stats["eps"]] == int((labels >= 0).sum())
+    with pytest.raises(HHCLError, match="reliability_margin"):
+        adaptive_pseudo_labels(features, eps=0.5, k1=10, k2=3, eps_candidates=[0.5])

@@ -2,6 +2,8 @@
 clusters that survive a tighter and a looser eps.
 
     labels, stats = adaptive_pseudo_labels(features, eps=0.6, eps_quantile=0.5, reliability_margin=0.02)
+    labels, stats = adaptive_pseudo_labels(features, eps=0.6, eps_candidates=[0.4, 0.5, 0.6],
+                                           reliability_margin=0.02)
 
 Both options answer the same problem of adapting a pretrained model to new cameras without
 labels: a fixed eps fitted to another dataset merges or splits people on this one, and a merged
@@ -15,6 +17,9 @@ cluster trained on pulls its people together, so the next clustering merges more
   (independence: the cluster is not a fragment of something that merges as soon as eps grows)
   and its cluster at the tighter eps (compactness: it does not fall apart as eps shrinks) with an
   intersection-over-union of at least ``reliability_threshold``. The others become outliers.
+- ``eps_candidates``: try each eps, keep the one under which the most images stay reliable. Too
+  small an eps leaves images out; too large a one merges people, and merged clusters are the
+  ones that change as eps moves. This is a stability signal of the training pool, no label.
 """
 
 from __future__ import annotations
@@ -95,35 +100,58 @@ def reliable_labels(labels: np.ndarray, tighter: np.ndarray, looser: np.ndarray,
     return result
 
 
+def _filtered(distances, eps: float, min_samples: int, margin: float, threshold: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """``(dbscan labels, reliable labels)`` at ``eps``."""
+    labels = dbscan_labels(distances, eps, min_samples)
+    tighter = dbscan_labels(distances, max(eps - margin, 1e-6), min_samples)
+    looser = dbscan_labels(distances, min(eps + margin, 1.0 - 1e-6), min_samples)
+    return labels, reliable_labels(labels, tighter, looser, threshold)
+
+
 def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int = 30, k2: int = 6,
-                           eps_quantile: float | None = None, reliability_margin: float = 0.0,
+                           eps_quantile: float | None = None, eps_candidates=(), reliability_margin: float = 0.0,
                            reliability_threshold: float = 0.5) -> tuple[np.ndarray, dict]:
     """Pseudo-labels ``(N,)`` int64 (-1 outliers) with eps from the data and reliability filtering.
 
-    ``features``: ``(N, D)`` L2-normalised. ``eps`` is used as is when ``eps_quantile`` is None.
-    Returns ``(labels, stats)``: stats as :func:`hhcl.cluster.pseudo_labels` gives them (clusters,
-    outliers, sizes) plus ``eps`` (as used), ``dbscan_clusters`` (before filtering),
-    ``unreliable_images`` and ``seconds``.
+    ``features``: ``(N, D)`` L2-normalised. eps is, in order of precedence: the candidate of
+    ``eps_candidates`` that keeps the most images once unreliable ones are dropped (it needs
+    ``reliability_margin > 0``; ties go to the smaller eps), the ``eps_quantile`` rule, or
+    ``eps`` as given. Returns ``(labels, stats)``: stats as :func:`hhcl.cluster.pseudo_labels`
+    gives them (clusters, outliers, sizes) plus ``eps`` (as used), ``dbscan_clusters`` (before
+    filtering), ``unreliable_images``, ``eps_search`` (candidate -> reliable images) and ``seconds``.
     """
     start = time.perf_counter()
     if reliability_margin < 0 or reliability_margin >= 0.5:
         raise HHCLError(f"reliability_margin={reliability_margin!r} must be in [0, 0.5) (SpCL uses 0.02)")
+    candidates = [float(value) for value in eps_candidates]
+    if candidates and reliability_margin <= 0:
+        raise HHCLError("eps_candidates are ranked by the images that stay reliable: set a reliability_margin > 0 "
+                        "(e.g. 0.02) too")
+    if any(not 0 < value < 1 for value in candidates):
+        raise HHCLError(f"eps_candidates={candidates} must lie in (0, 1): Jaccard distances lie in [0, 1]")
     distances = jaccard_distance(features, k1=k1, k2=k2)
-    if eps_quantile is not None:
-        eps = eps_from_distances(distances, min_samples, eps_quantile)
-    labels = dbscan_labels(distances, eps, min_samples)
-    dbscan_clusters = int(labels.max(initial=-1)) + 1
-    unreliable = 0
-    if reliability_margin > 0:
-        tighter = dbscan_labels(distances, max(eps - reliability_margin, 1e-6), min_samples)
-        looser = dbscan_labels(distances, min(eps + reliability_margin, 1.0 - 1e-6), min_samples)
-        filtered = reliable_labels(labels, tighter, looser, reliability_threshold)
-        unreliable = int(((labels >= 0) & (filtered < 0)).sum())
-        labels = filtered
-    stats = {"num_images": int(len(labels)), **cluster_statistics(labels), "eps": float(eps),
-             "min_samples": int(min_samples), "dbscan_clusters": dbscan_clusters, "unreliable_images": unreliable,
+    search: dict[float, int] = {}
+    if candidates:
+        best = None
+        for candidate in sorted(candidates):
+            labels, filtered = _filtered(distances, candidate, min_samples, reliability_margin, reliability_threshold)
+            search[candidate] = int((filtered >= 0).sum())
+            if best is None or search[candidate] > search[best[0]]:
+                best = (candidate, labels, filtered)
+        eps, labels, filtered = best
+    else:
+        if eps_quantile is not None:
+            eps = eps_from_distances(distances, min_samples, eps_quantile)
+        if reliability_margin > 0:
+            labels, filtered = _filtered(distances, eps, min_samples, reliability_margin, reliability_threshold)
+        else:
+            labels = filtered = dbscan_labels(distances, eps, min_samples)
+    stats = {"num_images": int(len(filtered)), **cluster_statistics(filtered), "eps": float(eps),
+             "min_samples": int(min_samples), "dbscan_clusters": int(labels.max(initial=-1)) + 1,
+             "unreliable_images": int(((labels >= 0) & (filtered < 0)).sum()), "eps_search": search,
              "seconds": {"total": time.perf_counter() - start}}
-    return labels, stats
+    return filtered, stats
 
 
 __all__ = ["adaptive_pseudo_labels", "dbscan_labels", "eps_from_distances", "kth_neighbour_distances",

@@ -308,6 +308,11 @@ def run_training(config, protocol: Protocol, *, supervised: bool, initial_train_
         """Clusters on the features the last evaluation pass extracted, when there are any."""
 
         cached_train_features = initial_train_features
+        cluster_stats: dict[str, Any] = {}
+
+        def assign_labels(self, features: torch.Tensor):
+            labels, self.cluster_stats = super().assign_labels(features)
+            return labels, self.cluster_stats
 
         def extract_train_features(self) -> torch.Tensor:
             if self.cached_train_features is not None:
@@ -326,6 +331,9 @@ def run_training(config, protocol: Protocol, *, supervised: bool, initial_train_
                 "images": record.num_images, "loss": record.loss, "lr": record.lr,
                 "train_seconds": dict(record.seconds),
             }
+            if "eps" in trainer.cluster_stats:
+                entry["eps"] = trainer.cluster_stats["eps"]
+                entry["unreliable"] = trainer.cluster_stats.get("unreliable_images", 0)
             if not supervised:
                 truth = pair_scores(labels, true_ids)
                 entry["pair_precision"], entry["pair_recall"] = truth["precision"], truth["recall"]
@@ -353,6 +361,8 @@ def run_training(config, protocol: Protocol, *, supervised: bool, initial_train_
 
 def _epoch_line(entry: dict[str, Any]) -> str:
     parts = [f"{entry['clusters']} clusters", f"{entry['outliers']} outliers", f"loss {entry['loss']:.3f}"]
+    if "eps" in entry:
+        parts.append(f"eps {entry['eps']:.3f} ({entry['unreliable']} unreliable left out)")
     if "pair_precision" in entry:
         parts.append(f"pairs P {entry['pair_precision']:.2f} R {entry['pair_recall']:.2f}")
     if "stability" in entry:
@@ -478,11 +488,12 @@ def render_section(results: Sequence[dict[str, Any]]) -> str:
                       + f"; above zero-shot on {len(above)} of {len(names)} test sets"
                       + (f" (not on {', '.join(n for n in names if n not in above)})" if len(above) < len(names) else "")
                       + "."]
-        lines += ["", "| epoch | clusters | outliers | pair precision | pair recall | stability | loss | seconds |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| epoch | eps | clusters | outliers (unreliable) | pair precision | pair recall | stability | "
+                  "loss | seconds |", "|---|---|---|---|---|---|---|---|---|"]
         for entry in main["adapted"]["epochs"]:
             seconds = sum(entry["train_seconds"].values()) + entry["measure_seconds"]
-            lines.append(f"| {entry['epoch']} | {entry['clusters']} | {entry['outliers']} | "
+            lines.append(f"| {entry['epoch']} | " + (f"{entry['eps']:.2f}" if "eps" in entry else "-")
+                         + f" | {entry['clusters']} | {entry['outliers']} ({entry.get('unreliable', 0)}) | "
                          f"{entry.get('pair_precision', float('nan')):.3f} | {entry.get('pair_recall', float('nan')):.3f} | "
                          + (f"{entry['stability']:.3f}" if "stability" in entry else "-")
                          + f" | {entry['loss']:.3f} | {seconds:.0f} |")

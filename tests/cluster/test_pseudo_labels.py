@@ -118,6 +118,18 @@ def test_float16_features_give_the_float32_labels(reference):
     np.testing.assert_array_equal(labels_16, labels_32)
 
 
+@needs_faiss
+@pytest.mark.parametrize("knn_method", ["faiss-ivf", "faiss-hnsw"])
+def test_approximate_neighbours_give_nearly_the_exact_labels(reference, knn_method):
+    from sklearn.metrics import adjusted_rand_score
+
+    features, _ = reference.clustered_features(1000, 32, seed=5, identities_per_group=3, group_cosine=0.7)
+    features = features.astype(np.float32)
+    exact, _ = pseudo_labels(features, eps=0.5)
+    approximate, _ = pseudo_labels(features, eps=0.5, knn=knn_method)
+    assert adjusted_rand_score(exact, approximate) > 0.95
+
+
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_cuda_features_give_the_cpu_labels(reference, dtype):

@@ -51,13 +51,7 @@ def test_missing_weights_file(tmp_path, capsys):
     [
         b"",
         bytes(range(256)) * 4,
-        pytest.param(
-            b"these are not weights",
-            marks=pytest.mark.xfail(
-                strict=True, raises=IndexError,
-                reason="hhcl.models.weights.read_checkpoint lets torch.load's IndexError on a text file through",
-            ),
-        ),
+        b"these are not weights",
     ],
 )
 def test_file_that_is_not_weights(tmp_path, capsys, content):

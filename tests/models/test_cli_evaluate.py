@@ -86,3 +86,19 @@ def test_weights_that_are_not_a_checkpoint_exit_2(folder_dataset, tmp_path, caps
     (tmp_path / "notes.pth").write_text("not weights")
     assert main(evaluate_args(folder_dataset, tmp_path / "notes.pth", "--arch", "osnet_x0_25")) == 2
     assert "is not a PyTorch checkpoint" in capsys.readouterr().err
+
+
+def test_plot_writes_the_cmc_curve(folder_dataset, hhcl_checkpoint, tmp_path, capsys):
+    out = tmp_path / "plots"
+    assert main(evaluate_args(folder_dataset, hhcl_checkpoint, "--json", "--plot", str(out))) == 0
+    json.loads(capsys.readouterr().out)
+    with Image.open(out / "cmc.png") as picture:
+        assert picture.format == "PNG" and picture.size[0] > 100 and picture.size[1] > 100
+
+
+def test_plot_folder_that_cannot_be_written_fails_before_extraction(folder_dataset, hhcl_checkpoint, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(evaluate_args(folder_dataset, hhcl_checkpoint, "--plot", str(blocker / "plots"))) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--plot" in err and str(blocker) in err

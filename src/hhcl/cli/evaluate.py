@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking of the distances")
     parser.add_argument("--json", action="store_true",
                         help='print one JSON object {"mAP", "rank1", "rank5", "rank10", "mINP"} in percent')
+    parser.add_argument("--plot", metavar="OUT", help="write the CMC curve to OUT/cmc.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -80,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from hhcl.models import extract_features
 
     device = _check_device(args.device)
+    if args.plot:
+        from hhcl.retrieval.outputs import ensure_writable_folder
+
+        ensure_writable_folder(args.plot, "--plot")
     # The model first: a wrong weights file fails before a long dataset scan.
     model = build_model_for_weights(args.arch, args.weights)
     options = parse_options(args.option)
@@ -109,10 +114,16 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = {"mAP": result["mAP"], "rank1": rank(1), "rank5": rank(5), "rank10": rank(10), "mINP": result["mINP"]}
     percent = {name: round(100.0 * float(value), 2) for name, value in metrics.items()}
+    arch = model.build_options["arch"]
+    if args.plot:
+        from pathlib import Path
+
+        from hhcl.retrieval.visualize import plot_cmc
+
+        plot_cmc(cmc, Path(args.plot) / "cmc.png", label=f"{arch} on {args.dataset}: mAP {percent['mAP']:.1f}%")
     if args.json:
         print(json.dumps(percent))
         return 0
-    arch = model.build_options["arch"]
     rerank = ", re-ranked" if args.rerank else ""
     print(f"{arch} on {args.dataset}: {len(dataset.query)} query, {len(dataset.gallery)} gallery images "
           f"({result['num_valid_queries']} queries evaluated{rerank})")

@@ -13,7 +13,8 @@ from hhcl.cli import main
 from hhcl.cli.train import add_arguments, overrides_from_args
 from hhcl.config import load_config
 
-TINY_SET = {"num_identities": 12, "images_per_identity": 6, "num_cameras": 3, "height": 32, "width": 16, "seed": 0}
+TINY_SET = {"num_identities": 12, "images_per_identity": 6, "num_cameras": 3, "height": 32, "width": 16, "seed": 0,
+            "camera_strength": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -81,17 +82,17 @@ def test_train_writes_a_run_folder(tmp_path, tiny_root):
 
 
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path, tiny_root):
-    arguments = tiny_arguments(tiny_root, tmp_path / "straight", "--epochs", "3", "--iters", "3")
+    arguments = tiny_arguments(tiny_root, tmp_path / "straight", "--epochs", "4", "--iters", "3")
     assert main(arguments) == 0
 
     killed = tmp_path / "killed"
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "hhcl", *tiny_arguments(tiny_root, killed, "--epochs", "3",
+    process = subprocess.Popen([sys.executable, "-m", "hhcl", *tiny_arguments(tiny_root, killed, "--epochs", "4",
                                                                               "--iters", "3")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
     deadline = time.monotonic() + 300
     while not (killed / "checkpoint.pth").exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     still_running = process.poll() is None
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -100,7 +101,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, tiny_root):
     assert process.returncode == -signal.SIGKILL
     assert not (killed / "model.pth").exists()
 
-    assert main(tiny_arguments(tiny_root, killed, "--epochs", "3", "--iters", "3", "--resume")) == 0
+    assert main(tiny_arguments(tiny_root, killed, "--epochs", "4", "--iters", "3", "--resume")) == 0
     straight = torch.load(tmp_path / "straight" / "model.pth", weights_only=True)["model"]
     resumed = torch.load(killed / "model.pth", weights_only=True)["model"]
     assert straight.keys() == resumed.keys()

@@ -7,7 +7,8 @@ import pytest
 
 from hhcl.config import load_config
 
-TINY_SET = {"num_identities": 12, "images_per_identity": 6, "num_cameras": 3, "height": 32, "width": 16, "seed": 0}
+TINY_SET = {"num_identities": 12, "images_per_identity": 6, "num_cameras": 3, "height": 32, "width": 16, "seed": 0,
+            "camera_strength": 0.0}
 
 
 def tiny_overrides(root: Path) -> list[str]:

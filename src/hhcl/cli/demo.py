@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config("demo_quick" if args.quick else "demo", [f"dataset.root={json.dumps(str(root))}",
                                                                    *args.overrides])
     if args.json:
-        logging.getLogger("hhcl").setLevel(logging.WARNING)
+        # stdout carries the JSON alone; the console shows warnings only (the run's log file keeps all)
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(logging.WARNING)
     log = logging.getLogger("hhcl")
 
     run_dir = output / RUN_FOLDER
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
           f"{len(trainer.dataset.query)} queries, {len(trainer.dataset.gallery)} gallery images")
     print(f"before training: mAP {before['mAP']:5.1f}%  rank-1 {before['rank1']:5.1f}%")
     print(f"after training:  mAP {after['mAP']:5.1f}%  rank-1 {after['rank1']:5.1f}%   "
-          f"(+{after['mAP'] - before['mAP']:.1f} mAP points)")
+          f"({after['mAP'] - before['mAP']:+.1f} mAP points)")
     print(f"{seconds:.0f} s; model {run_dir / 'model.pth'}; ranked lists {picture}")
     return 0
 

@@ -65,7 +65,7 @@ class RunLog:
         self._file_handler = logging.FileHandler(output_dir / LOG_FILE)
         self._file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         log.addHandler(self._file_handler)
-        if log.level == logging.NOTSET or log.level > logging.INFO:
+        if log.level == logging.NOTSET:  # without it, INFO would stop at the root's WARNING level
             log.setLevel(logging.INFO)
         if tensorboard:
             try:

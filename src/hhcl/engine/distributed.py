@@ -141,6 +141,15 @@ def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
     return bool(value.item() > 0)
 
 
+def mean_over_ranks(value: float, device: torch.device | str = "cpu") -> float:
+    """The mean of a number over every rank (the number itself in one process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return float(total.item()) / dist.get_world_size()
+
+
 def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
     """Copy every buffer (BatchNorm running statistics) of ``module`` from rank ``src``."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:

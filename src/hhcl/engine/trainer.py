@@ -20,7 +20,6 @@ weights are bit-identical to those of an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -48,7 +47,7 @@ from hhcl.engine.checkpoint import (
 from hhcl.engine.run_log import EpochRecord, RunLog
 from hhcl.errors import HHCLError
 from hhcl.memory import ClusterMemory, build_memory, cluster_centers
-from hhcl.models.inference import check_precision
+from hhcl.models.inference import autocast, check_precision
 
 log = logging.getLogger("hhcl")
 
@@ -69,7 +68,10 @@ class Hook:
 
 
 def derived_seed(seed: int, *parts: int | str) -> int:
-    """A 31-bit seed (every seeding API takes it) for one use (augmentation, a sampler epoch, a rank...) derived from the run's seed."""
+    """A seed for one use (augmentation, one epoch's sampler, one rank...) derived from the run's seed.
+
+    31 bits, so that every seeding API takes it.
+    """
     words = [seed] + [int.from_bytes(part.encode(), "little") if isinstance(part, str) else part for part in parts]
     return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint32)[0] >> np.uint32(1))
 
@@ -93,13 +95,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp32"
-
-
-def autocast_context(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def configure_determinism(deterministic: bool) -> None:
@@ -296,7 +291,7 @@ class Trainer:
         seconds["extract"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        labels, stats = self.assign_labels(features)
+        labels, _ = self.assign_labels(features)
         seconds["cluster"] = time.perf_counter() - tick
         num_clusters = int(labels.max()) + 1 if (labels >= 0).any() else 0
         num_outliers = int((labels < 0).sum())
@@ -311,7 +306,7 @@ class Trainer:
 
         tick = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
-        mean_loss = self.train_iterations(loader, epoch)
+        mean_loss = distributed.mean_over_ranks(self.train_iterations(loader, epoch), self.device)
         seconds["train"] = time.perf_counter() - tick
         images_per_second = config.train.iters * config.train.batch_size / max(seconds["train"], 1e-9)
         self.scheduler.step()
@@ -452,7 +447,7 @@ class Trainer:
                 inputs = self.augmentation(images, generator=self.augmentation_generator)
                 if self.channels_last:
                     inputs = inputs.contiguous(memory_format=torch.channels_last)
-                with autocast_context(self.device, self.precision):
+                with autocast(self.precision, self.device):
                     features = self.train_model(inputs)
                 loss = memory(features, targets)
                 if distributed.any_rank(not bool(torch.isfinite(loss)), self.device):

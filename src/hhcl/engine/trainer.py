@@ -176,7 +176,7 @@ class Trainer:
         model = build_model(config.model.arch, pooling=config.model.pooling, num_features=config.model.num_features,
                             last_stride=config.model.last_stride, weights=config.model.weights)
         if config.model.init_weights:
-            report = load_weights(model, config.model.init_weights)
+            report = load_weights(model, config.model.init_weights, verbose=False)
             log.info("initial weights: %s", report)
         self.channels_last = config.train.channels_last and self.device.type == "cuda"
         model.to(self.device)

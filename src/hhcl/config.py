@@ -54,6 +54,9 @@ class ModelConfig:
     last_stride: int = 1
     weights: str | None = None  # a local backbone file (e.g. torchvision's ImageNet ResNet-50)
     init_weights: str | None = None  # a whole re-ID checkpoint to start from (load_weights)
+    # Keep every BatchNorm's running statistics (those of init_weights) while training: a small
+    # target domain's batches would otherwise shift the pretrained features at the first steps.
+    freeze_bn: bool = False
     sync_bn: bool = False
 
 
@@ -65,6 +68,14 @@ class ClusterConfig:
     min_samples: int = 4
     k1: int = 30
     k2: int = 6
+    # hhcl.cluster.reliability: eps chosen per epoch among eps_candidates (the one under which
+    # the most images stay reliable; needs reliability_margin), or as the eps_quantile of the
+    # distances to each image's (min_samples - 1)-th neighbour; else eps as given.
+    eps_candidates: list = field(default_factory=list)
+    eps_quantile: float | None = None
+    # > 0: keep only images whose cluster survives eps -/+ this margin (IoU >= reliability_threshold).
+    reliability_margin: float = 0.0
+    reliability_threshold: float = 0.5
 
 
 @dataclass
@@ -160,6 +171,14 @@ class Config:
             ("cluster.min_samples", self.cluster.min_samples >= 1, "at least 1"),
             ("cluster.k1", self.cluster.k1 >= 1, "at least 1"),
             ("cluster.k2", self.cluster.k2 >= 1, "at least 1"),
+            ("cluster.eps_candidates", all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
+                                           for v in self.cluster.eps_candidates), "a list of numbers in (0, 1)"),
+            ("cluster.eps_candidates", not self.cluster.eps_candidates or self.cluster.reliability_margin > 0,
+             "empty unless cluster.reliability_margin > 0: candidates are ranked by the images that stay reliable"),
+            ("cluster.eps_quantile", self.cluster.eps_quantile is None or 0 < self.cluster.eps_quantile < 1,
+             "null or in (0, 1)"),
+            ("cluster.reliability_margin", 0 <= self.cluster.reliability_margin < 0.5, "in [0, 0.5)"),
+            ("cluster.reliability_threshold", 0 < self.cluster.reliability_threshold <= 1, "in (0, 1]"),
             ("optim.lr", self.optim.lr > 0, "a positive number"),
             ("optim.step_size", self.optim.step_size >= 1, "at least 1"),
             ("dataset.height", self.dataset.height >= 8, "at least 8"),
@@ -369,6 +388,12 @@ def _convert(value: Any, kind: type) -> Any:
         return _INVALID
     if kind is dict:
         return dict(value) if isinstance(value, dict) else _INVALID
+    if kind is list:
+        if not isinstance(value, (list, tuple)):
+            return _INVALID
+        # YAML 1.1 reads 3.5e-4 as a string: numbers inside a list are read as in a float field
+        items = [_convert(item, float) if isinstance(item, str) else item for item in value]
+        return _INVALID if any(item is _INVALID for item in items) else items
     return _INVALID
 
 

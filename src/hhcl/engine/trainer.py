@@ -174,7 +174,8 @@ class Trainer:
         self._check_training_split()
 
         model = build_model(config.model.arch, pooling=config.model.pooling, num_features=config.model.num_features,
-                            last_stride=config.model.last_stride, weights=config.model.weights)
+                            last_stride=config.model.last_stride, weights=config.model.weights,
+                            freeze_bn=config.model.freeze_bn)
         if config.model.init_weights:
             report = load_weights(model, config.model.init_weights, verbose=False)
             log.info("initial weights: %s", report)
@@ -373,8 +374,18 @@ class Trainer:
             from hhcl.cluster import pseudo_labels
 
             cluster = self.config.cluster
-            labels, stats = pseudo_labels(features, eps=cluster.eps, min_samples=cluster.min_samples, k1=cluster.k1,
-                                          k2=cluster.k2, progress=self.progress)
+            if cluster.eps_candidates or cluster.eps_quantile is not None or cluster.reliability_margin > 0:
+                from hhcl.cluster.reliability import adaptive_pseudo_labels
+
+                labels, stats = adaptive_pseudo_labels(
+                    features, eps=cluster.eps, min_samples=cluster.min_samples, k1=cluster.k1, k2=cluster.k2,
+                    eps_quantile=cluster.eps_quantile, eps_candidates=cluster.eps_candidates,
+                    reliability_margin=cluster.reliability_margin, reliability_threshold=cluster.reliability_threshold)
+                log.info("eps %.3f, %d DBSCAN clusters, %d unreliable images left out", stats["eps"],
+                         stats["dbscan_clusters"], stats["unreliable_images"])
+            else:
+                labels, stats = pseudo_labels(features, eps=cluster.eps, min_samples=cluster.min_samples,
+                                              k1=cluster.k1, k2=cluster.k2, progress=self.progress)
             labels = np.asarray(labels, dtype=np.int64)
             error = None if (labels >= 0).any() else self._no_cluster_message(features)
             result = (labels, stats, error)

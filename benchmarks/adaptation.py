@@ -442,6 +442,20 @@ def _cell(metrics: dict[str, float] | None) -> str:
     return f"{metrics['mAP']:.1f} / {metrics['rank1']:.1f}" if metrics else "-"
 
 
+IGNORED_KEYS = ("model.init_weights", "train.num_threads", "dataset.num_workers", "train.device")
+
+
+def config_differences(reference: dict[str, dict], config: dict[str, dict]) -> list[tuple[str, Any]]:
+    """``(section.key, value)`` where ``config`` differs from ``reference`` (run-environment keys left out)."""
+    changed = []
+    for section, values in config.items():
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            if name not in IGNORED_KEYS and (reference.get(section) or {}).get(key) != value:
+                changed.append((name, value))
+    return changed
+
+
 def render_section(results: Sequence[dict[str, Any]]) -> str:
     """The markdown between the markers: main tables from the ``adapt`` run, then one row per variant."""
     main = next((result for result in results if result["label"] == MAIN_LABEL), None)
@@ -499,8 +513,8 @@ def render_section(results: Sequence[dict[str, Any]]) -> str:
                          + f" | {entry['loss']:.3f} | {seconds:.0f} |")
     variants = [result for result in results if result["label"] != MAIN_LABEL]
     if variants:
-        lines += ["", "Variants (each one run of the command shown; the final epoch, evaluated once; gap closed "
-                  "against the oracle above):", "",
+        lines += ["", "Variants (one run each; the adapted model after its last epoch; \"what changed\" is the "
+                  "difference from the main run's config; gap closed against the main run's oracle):", "",
                   "| variant | what changed | mean mAP / R1 | worst set vs zero-shot (mAP) | gap closed | "
                   "last pair P / R | wall min | note |", "|---|---|---|---|---|---|---|---|"]
         for result in sorted(results, key=lambda r: r["finished"]):
@@ -512,9 +526,8 @@ def render_section(results: Sequence[dict[str, Any]]) -> str:
             closed = (gap_closed(result["zero_shot"]["mean"]["mAP"], metrics["mean"]["mAP"], oracle["mean"]["mAP"])
                       if oracle else None)
             last = result["adapted"]["epochs"][-1]
-            changed = ", ".join(f"`{o}`" for o in result["overrides"]) or "(preset as is)"
-            if result["config_file"] != MAIN_LABEL:
-                changed = f"`--config {result['config_file']}` " + changed
+            changed = ", ".join(f"`{key}={value}`" for key, value in
+                                config_differences(main["config"] if main else {}, result["config"])) or "-"
             lines.append(f"| {result['label']} | {changed} | {_cell(metrics['mean'])} | {worst} {deltas[worst]:+.1f} | "
                          + (f"{100 * closed:.0f}%" if closed is not None else "-")
                          + f" | {last.get('pair_precision', float('nan')):.2f} / {last.get('pair_recall', float('nan')):.2f}"

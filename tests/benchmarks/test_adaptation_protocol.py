@@ -119,7 +119,7 @@ def test_gap_closed():
     assert gap_closed(30.0, 35.0, 30.0) is None
 
 
-def fake_result(label: str, overrides=(), mean_gain=2.0) -> dict:
+def fake_result(label: str, overrides=(), mean_gain=2.0, lr=1e-4) -> dict:
     names = ["pair", "other"]
     zero = {name: {"mAP": 30.0, "rank1": 20.0} for name in names + ["mean"]}
     final = {name: {"mAP": 30.0 + mean_gain, "rank1": 25.0} for name in names + ["mean"]}
@@ -128,7 +128,8 @@ def fake_result(label: str, overrides=(), mean_gain=2.0) -> dict:
              "train_seconds": {"train": 3.0}, "measure_seconds": 1.0, "pair_precision": 0.9, "pair_recall": 0.5,
              "metrics": final}
     return {"label": label, "note": "", "command": "python -m benchmarks.adaptation", "config_file": "adapt",
-            "overrides": list(overrides), "threads": 2, "load_average": {"before": 1.0, "after": 2.0}, "cpu_count": 2,
+            "overrides": list(overrides), "threads": 2,
+            "config": {"optim": {"lr": lr}, "train": {"num_threads": 2}}, "load_average": {"before": 1.0, "after": 2.0}, "cpu_count": 2,
             "pool_images": 50, "test_sets": {name: {"queries": 3, "gallery": 9} for name in names},
             "zero_shot": zero, "zero_shot_seconds": 5.0, "adapted": {"epochs": [epoch], "seconds": 9.0},
             "oracle": {"epochs": [dict(epoch, metrics=oracle)], "seconds": 9.0} if label == "adapt" else None,
@@ -136,12 +137,20 @@ def fake_result(label: str, overrides=(), mean_gain=2.0) -> dict:
 
 
 def test_render_section_reports_the_goal_and_variants():
-    section = render_section([fake_result("adapt"), fake_result("lr", ["optim.lr=1e-3"], mean_gain=-1.0)])
+    section = render_section([fake_result("adapt"), fake_result("lr", ["optim.lr=1e-3"], mean_gain=-1.0, lr=1e-3)])
     assert section.startswith(BEGIN_MARKER) and section.endswith(END_MARKER)
     assert "| zero-shot | 30.0 / 20.0 | 30.0 / 20.0 | 30.0 / 20.0 |" in section
     assert "33% of the gap closed" in section
     assert "above zero-shot on 2 of 2 test sets" in section
-    assert "`optim.lr=1e-3`" in section and "pair -1.0" in section
+    assert "`optim.lr=0.001`" in section and "pair -1.0" in section
+
+
+def test_config_differences_leave_out_the_run_environment():
+    from benchmarks.adaptation import config_differences
+
+    reference = {"optim": {"lr": 1e-4}, "train": {"num_threads": 1, "epochs": 3}}
+    variant = {"optim": {"lr": 3.5e-4}, "train": {"num_threads": 2, "epochs": 3}}
+    assert config_differences(reference, variant) == [("optim.lr", 3.5e-4)]
 
 
 def test_replace_section_leaves_other_sections_alone():

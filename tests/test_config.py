@@ -84,6 +84,16 @@ def test_yaml_file_with_a_base_chain(tmp_path):
     assert (config.cluster.eps, config.cluster.k1, config.cluster.k2, config.train.epochs) == (0.45, 20, 4, 2)
 
 
+def test_a_users_file_can_start_from_a_shipped_preset(tmp_path):
+    (tmp_path / "mine.yaml").write_text("_base_: adapt\ndataset:\n  name: folder\n  root: [cams/a, cams/b]\n")
+    config = cfg.load_config(tmp_path / "mine.yaml")
+    assert config.dataset.root == ["cams/a", "cams/b"]
+    assert config.model.arch == cfg.load_config("adapt").model.arch
+    (tmp_path / "typo.yaml").write_text("_base_: adpat\n")
+    with pytest.raises(HHCLError, match="did you mean 'adapt'"):
+        cfg.load_config(tmp_path / "typo.yaml")
+
+
 def test_a_base_cycle_and_bad_files_are_reported(tmp_path):
     (tmp_path / "a.yaml").write_text("_base_: b.yaml\n")
     (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")

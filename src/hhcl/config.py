@@ -37,7 +37,7 @@ class DatasetConfig:
     """Which images to train and evaluate on, and how they are read."""
 
     name: str = "market1501"
-    root: str = "data/market1501"
+    root: str | list[str] = "data/market1501"  # several folders (folder reader) pool into one training set
     options: dict = field(default_factory=dict)  # passed to hhcl.data.load_dataset (e.g. synthetic's size)
     height: int = 256
     width: int = 128
@@ -280,7 +280,9 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:
     base = values.pop(BASE_KEY, None)
     if base is None:
         return values
-    merged = _read_with_bases((path.parent / base), seen + (path,))
+    # a file beside this one, else a shipped preset: a user's file can start from `_base_: adapt`
+    base_path = path.parent / str(base)
+    merged = _read_with_bases(base_path if base_path.is_file() else preset_path(str(base)), seen + (path,))
     return _deep_merge(merged, values)
 
 
@@ -339,7 +341,7 @@ def _coerce(value: Any, expected, key: str, source: str) -> Any:
             return None
     kinds = [kind for kind in allowed if kind is not type(None)]
     for kind in kinds:
-        converted = _convert(value, _origin(kind))
+        converted = _convert(value, kind if _origin(kind) is list else _origin(kind))
         if converted is not _INVALID:
             return converted
     names = " or ".join(getattr(_origin(kind), "__name__", str(kind)) for kind in allowed)
@@ -388,11 +390,15 @@ def _convert(value: Any, kind: type) -> Any:
         return _INVALID
     if kind is dict:
         return dict(value) if isinstance(value, dict) else _INVALID
-    if kind is list:
+    if _origin(kind) is list:
         if not isinstance(value, (list, tuple)):
             return _INVALID
-        # YAML 1.1 reads 3.5e-4 as a string: numbers inside a list are read as in a float field
-        items = [_convert(item, float) if isinstance(item, str) else item for item in value]
+        (item_kind,) = typing.get_args(kind) or (None,)
+        if item_kind is not None:  # e.g. list[str]: several dataset folders
+            items = [_convert(item, item_kind) for item in value]
+        else:
+            # YAML 1.1 reads 3.5e-4 as a string: numbers inside a list are read as in a float field
+            items = [_convert(item, float) if isinstance(item, str) else item for item in value]
         return _INVALID if any(item is _INVALID for item in items) else items
     return _INVALID
 

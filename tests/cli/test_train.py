@@ -55,6 +55,11 @@ def test_flags_map_to_config_keys_and_set_wins():
     assert load_config(parse().config, overrides_from_args(parse())).train.supervised is False
 
 
+def test_several_roots_pool_into_one_training_set(tmp_path):
+    args = parse("--dataset", "folder", "--root", "cams/a", "cams/b")
+    assert load_config(args.config, overrides_from_args(args)).dataset.root == ["cams/a", "cams/b"]
+
+
 def test_a_paths_that_yaml_would_misread_stay_strings():
     args = parse("--init-weights", "1e-3", "--root", "yes")
     config = load_config(args.config, overrides_from_args(args))

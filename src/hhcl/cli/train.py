@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue RUN_DIR/checkpoint.pth (or the given checkpoint); without one yet, start")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", help="dataset name, e.g. market1501 or folder (overrides the preset)")
-    data.add_argument("--root", help="the dataset folder")
+    data.add_argument("--root", nargs="+", help="the dataset folder; several folders pool into one training set")
     data.add_argument("--height", type=int)
     data.add_argument("--width", type=int)
     data.add_argument("--num-workers", type=int)
@@ -95,6 +95,8 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
     overrides = []
     for flag, key in FLAG_KEYS.items():
         value = getattr(args, flag, None)
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")  # quoted: a path stays a string
     for flag, key in SWITCH_KEYS.items():

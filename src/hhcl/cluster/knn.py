@@ -20,6 +20,8 @@ Methods:
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import math
 from dataclasses import dataclass
 
@@ -52,11 +54,8 @@ class Neighbours:
 
 
 def faiss_available() -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    # find_spec rather than import: importing faiss logs its CPU-feature probing at INFO
+    return importlib.util.find_spec("faiss") is not None
 
 
 def as_feature_tensor(features) -> torch.Tensor:
@@ -216,6 +215,7 @@ def _chunked_top_torch(x: torch.Tensor, keep: int, rows_per_chunk: int, progress
 
 def _faiss_top(x: torch.Tensor, keep: int, method: str, nprobe: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-`keep` by inner product with a faiss index (CPU, float32). Returns (N, keep) tensors."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     import faiss
 
     points = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)

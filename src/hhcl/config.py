@@ -30,6 +30,7 @@ BASE_KEY = "_base_"
 MEMORY_MODES = ("centroid", "hard", "hybrid", "hybrid_instance")
 LOSS_FORMS = ("paper", "official")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EPS_SELECTIONS = ("clusters", "images")  # as hhcl.cluster.reliability ranks eps candidates
 
 
 @dataclass
@@ -68,10 +69,11 @@ class ClusterConfig:
     min_samples: int = 4
     k1: int = 30
     k2: int = 6
-    # hhcl.cluster.reliability: eps chosen per epoch among eps_candidates (the one under which
-    # the most images stay reliable; needs reliability_margin), or as the eps_quantile of the
-    # distances to each image's (min_samples - 1)-th neighbour; else eps as given.
+    # hhcl.cluster.reliability: eps chosen per epoch among eps_candidates (the one with the most
+    # reliable clusters, or images: eps_selection; needs reliability_margin), or as the
+    # eps_quantile of the distances to each image's (min_samples - 1)-th neighbour; else eps.
     eps_candidates: list = field(default_factory=list)
+    eps_selection: str = "clusters"
     eps_quantile: float | None = None
     # > 0: keep only images whose cluster survives eps -/+ this margin (IoU >= reliability_threshold).
     reliability_margin: float = 0.0
@@ -175,6 +177,8 @@ class Config:
                                            for v in self.cluster.eps_candidates), "a list of numbers in (0, 1)"),
             ("cluster.eps_candidates", not self.cluster.eps_candidates or self.cluster.reliability_margin > 0,
              "empty unless cluster.reliability_margin > 0: candidates are ranked by the images that stay reliable"),
+            ("cluster.eps_selection", self.cluster.eps_selection in EPS_SELECTIONS,
+             f"one of {', '.join(EPS_SELECTIONS)}"),
             ("cluster.eps_quantile", self.cluster.eps_quantile is None or 0 < self.cluster.eps_quantile < 1,
              "null or in (0, 1)"),
             ("cluster.reliability_margin", 0 <= self.cluster.reliability_margin < 0.5, "in [0, 0.5)"),

@@ -97,12 +97,34 @@ def test_rejects_a_margin_out_of_range():
         adaptive_pseudo_labels(features, eps=0.5, k1=10, k2=3, reliability_margin=0.6)
 
 
-def test_eps_candidates_pick_the_eps_that_keeps_the_most_reliable_images():
+@pytest.mark.parametrize("selection", ["clusters", "images"])
+def test_eps_candidates_pick_the_eps_that_keeps_the_most_reliable(selection):
     features, truth = blobs(seed=2)
     labels, stats = adaptive_pseudo_labels(features, eps=0.9, min_samples=4, k1=10, k2=3,
-                                           eps_candidates=[0.2, 0.5, 0.8], reliability_margin=0.02)
+                                           eps_candidates=[0.2, 0.5, 0.8], reliability_margin=0.02,
+                                           eps_selection=selection)
     assert set(stats["eps_search"]) == {0.2, 0.5, 0.8}
     assert stats["eps"] == max(stats["eps_search"], key=lambda eps: (stats["eps_search"][eps], -eps))
-    assert stats["eps_search"][stats["eps"]] == int((labels >= 0).sum())
+    kept = stats["num_clusters"] if selection == "clusters" else int((labels >= 0).sum())
+    assert stats["eps_search"][stats["eps"]] == kept
     with pytest.raises(HHCLError, match="reliability_margin"):
         adaptive_pseudo_labels(features, eps=0.5, k1=10, k2=3, eps_candidates=[0.5])
+
+
+def test_counting_clusters_does_not_reward_a_merge(monkeypatch):
+    from hhcl.cluster import reliability
+
+    # two tight groups of 6 (distance 0.1 inside) that eps 0.6 merges into one stable cluster (0.5 across)
+    groups = np.repeat([0, 1], 6)
+    dense = np.where(groups[:, None] == groups[None, :], 0.1, 0.5)
+    np.fill_diagonal(dense, 0.0)
+    matrix = sparse.csr_matrix(dense)
+    monkeypatch.setattr(reliability, "jaccard_distance", lambda features, k1, k2: matrix)
+    features = np.zeros((12, 2))
+    _, by_clusters = adaptive_pseudo_labels(features, eps=0.3, eps_candidates=[0.2, 0.6], reliability_margin=0.02)
+    _, by_images = adaptive_pseudo_labels(features, eps=0.3, eps_candidates=[0.2, 0.6], reliability_margin=0.02,
+                                          eps_selection="images")
+    assert by_clusters["eps"] == 0.2 and by_clusters["num_clusters"] == 2
+    assert by_images["eps_search"] == {0.2: 12, 0.6: 12}  # images alone cannot tell the merge apart
+    with pytest.raises(HHCLError, match="eps_selection"):
+        adaptive_pseudo_labels(features, eps=0.3, eps_selection="size")

@@ -26,6 +26,8 @@ def test_eps_candidates_are_read_from_overrides_and_checked():
         load_config("base", ["cluster.eps_candidates=[0.4]"])
     with pytest.raises(HHCLError, match="not a valid list"):
         load_config("base", ["cluster.eps_candidates=0.4"])
+    with pytest.raises(HHCLError, match="cluster.eps_selection"):
+        load_config("base", ["cluster.eps_selection=largest"])
     with pytest.raises(HHCLError, match="cluster.eps_quantile"):
         load_config("base", ["cluster.eps_quantile=1.5"])
 
@@ -58,7 +60,7 @@ def test_without_freeze_bn_the_running_statistics_move(tiny_config):
 
 def test_reliability_options_reach_the_clustering(tiny_config):
     config = tiny_config("cluster.eps_candidates=[0.5, 0.6, 0.7]", "cluster.reliability_margin=0.02",
-                         "train.epochs=1")
+                         "cluster.eps_selection=images", "train.epochs=1")
     trainer = Trainer(config, None, progress=False)
     features = trainer.extract_train_features()
     labels, stats = trainer.assign_labels(features)

@@ -17,9 +17,11 @@ cluster trained on pulls its people together, so the next clustering merges more
   (independence: the cluster is not a fragment of something that merges as soon as eps grows)
   and its cluster at the tighter eps (compactness: it does not fall apart as eps shrinks) with an
   intersection-over-union of at least ``reliability_threshold``. The others become outliers.
-- ``eps_candidates``: try each eps, keep the one under which the most images stay reliable. Too
-  small an eps leaves images out; too large a one merges people, and merged clusters are the
-  ones that change as eps moves. This is a stability signal of the training pool, no label.
+- ``eps_candidates``: try each eps and keep the one with the most reliable clusters
+  (``eps_selection="clusters"``) or the most reliable images (``"images"``). Too small an eps
+  leaves people out as outliers; too large a one merges them, and the count of clusters falls.
+  Counting images alone rewards the merges: a giant cluster is stable too, and on the
+  adaptation benchmark it chose the largest candidate. No label is used either way.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from hhcl.cluster.pseudo_labels import cluster_statistics
 from hhcl.errors import HHCLError
 
 EPS_RANGE = (0.05, 0.95)
+EPS_SELECTIONS = ("clusters", "images")
 
 
 def kth_neighbour_distances(distances: sparse.csr_matrix, k: int) -> np.ndarray:
@@ -111,19 +114,23 @@ def _filtered(distances, eps: float, min_samples: int, margin: float, threshold:
 
 def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int = 30, k2: int = 6,
                            eps_quantile: float | None = None, eps_candidates=(), reliability_margin: float = 0.0,
-                           reliability_threshold: float = 0.5) -> tuple[np.ndarray, dict]:
+                           reliability_threshold: float = 0.5, eps_selection: str = "clusters"
+                           ) -> tuple[np.ndarray, dict]:
     """Pseudo-labels ``(N,)`` int64 (-1 outliers) with eps from the data and reliability filtering.
 
     ``features``: ``(N, D)`` L2-normalised. eps is, in order of precedence: the candidate of
-    ``eps_candidates`` that keeps the most images once unreliable ones are dropped (it needs
-    ``reliability_margin > 0``; ties go to the smaller eps), the ``eps_quantile`` rule, or
+    ``eps_candidates`` that keeps the most reliable clusters or images (``eps_selection``; it
+    needs ``reliability_margin > 0``; ties go to the smaller eps), the ``eps_quantile`` rule, or
     ``eps`` as given. Returns ``(labels, stats)``: stats as :func:`hhcl.cluster.pseudo_labels`
     gives them (clusters, outliers, sizes) plus ``eps`` (as used), ``dbscan_clusters`` (before
-    filtering), ``unreliable_images``, ``eps_search`` (candidate -> reliable images) and ``seconds``.
+    filtering), ``unreliable_images``, ``eps_search`` (candidate -> reliable clusters or images)
+    and ``seconds``.
     """
     start = time.perf_counter()
     if reliability_margin < 0 or reliability_margin >= 0.5:
         raise HHCLError(f"reliability_margin={reliability_margin!r} must be in [0, 0.5) (SpCL uses 0.02)")
+    if eps_selection not in EPS_SELECTIONS:
+        raise HHCLError(f"eps_selection={eps_selection!r} must be one of {', '.join(EPS_SELECTIONS)}")
     candidates = [float(value) for value in eps_candidates]
     if candidates and reliability_margin <= 0:
         raise HHCLError("eps_candidates are ranked by the images that stay reliable: set a reliability_margin > 0 "
@@ -136,7 +143,8 @@ def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int =
         best = None
         for candidate in sorted(candidates):
             labels, filtered = _filtered(distances, candidate, min_samples, reliability_margin, reliability_threshold)
-            search[candidate] = int((filtered >= 0).sum())
+            search[candidate] = (int(filtered.max(initial=-1)) + 1 if eps_selection == "clusters"
+                                 else int((filtered >= 0).sum()))
             if best is None or search[candidate] > search[best[0]]:
                 best = (candidate, labels, filtered)
         eps, labels, filtered = best
@@ -154,5 +162,5 @@ def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int =
     return filtered, stats
 
 
-__all__ = ["adaptive_pseudo_labels", "dbscan_labels", "eps_from_distances", "kth_neighbour_distances",
+__all__ = ["EPS_SELECTIONS", "adaptive_pseudo_labels", "dbscan_labels", "eps_from_distances", "kth_neighbour_distances",
            "reliable_labels"]

@@ -380,7 +380,8 @@ class Trainer:
                 labels, stats = adaptive_pseudo_labels(
                     features, eps=cluster.eps, min_samples=cluster.min_samples, k1=cluster.k1, k2=cluster.k2,
                     eps_quantile=cluster.eps_quantile, eps_candidates=cluster.eps_candidates,
-                    reliability_margin=cluster.reliability_margin, reliability_threshold=cluster.reliability_threshold)
+                    reliability_margin=cluster.reliability_margin, reliability_threshold=cluster.reliability_threshold,
+                    eps_selection=cluster.eps_selection)
                 log.info("eps %.3f, %d DBSCAN clusters, %d unreliable images left out", stats["eps"],
                          stats["dbscan_clusters"], stats["unreliable_images"])
             else:

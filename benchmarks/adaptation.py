@@ -491,7 +491,8 @@ def render_section(results: Sequence[dict[str, Any]]) -> str:
             if "metrics" in entry:
                 lines.append(row(f"adapted, epoch {entry['epoch']}", entry["metrics"]))
         if oracle:
-            lines.append(row("oracle (true identities)", oracle))
+            source = "" if oracle_run is main else f", from run `{oracle_run['label']}`"
+            lines.append(row(f"oracle (true identities{source})", oracle))
         adapted_final = final_metrics(main["adapted"])
         if oracle and adapted_final:
             closed = gap_closed(main["zero_shot"]["mean"]["mAP"], adapted_final["mean"]["mAP"], oracle["mean"]["mAP"])

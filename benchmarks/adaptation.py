@@ -37,6 +37,7 @@ those features instead of extracting again: the model has not changed in between
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -376,7 +377,7 @@ def _epoch_line(entry: dict[str, Any]) -> str:
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from hhcl.config import load_config
+    from hhcl.config import apply_overrides, load_config
     from hhcl.models import build_model, load_weights
 
     log = logging.getLogger("benchmarks.adaptation")
@@ -405,7 +406,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                            evaluate_every_epoch=not args.final_only, log=log)
     oracle = None
     if args.oracle:
-        oracle_config = load_config(args.config, overrides + ["train.supervised=true"])
+        # from the config read at the start: the preset file may change while the benchmark runs
+        oracle_config = apply_overrides(copy.deepcopy(config), ["train.supervised=true"])
         oracle = run_training(oracle_config, protocol, supervised=True, initial_train_features=train_features.clone(),
                               evaluate_every_epoch=False, log=log)
     return {

@@ -29,7 +29,8 @@ epoch's pseudo-labels and the previous one's (stability, an unsupervised signal)
 
 Each run is stored as JSON in ``benchmarks/results/adaptation/<label>.json``; the section of
 ``docs/benchmarks.md`` between its markers is rebuilt from all stored runs: the run labelled
-``adapt`` (the preset as shipped) gives the main tables, the others the table of variants.
+``adapt`` (the preset as shipped) gives the main tables, the others the table of variants, and
+``findings.md`` there (written by hand from those runs) follows them.
 The evaluation pass after an epoch also extracts the training pool, and the next epoch clusters
 those features instead of extracting again: the model has not changed in between.
 """
@@ -56,6 +57,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_WEIGHTS = REPO_ROOT.parent / "shared" / "models" / "osnet_x0_25_msmt17.pth"
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results" / "adaptation"
+FINDINGS_FILE = RESULTS_DIR / "findings.md"  # the conclusions drawn from the stored runs, written by hand
 DOC_PATH = REPO_ROOT / "docs" / "benchmarks.md"
 BEGIN_MARKER = "<!-- adaptation:begin -->"
 END_MARKER = "<!-- adaptation:end -->"
@@ -458,8 +460,8 @@ def config_differences(reference: dict[str, dict], config: dict[str, dict]) -> l
     return changed
 
 
-def render_section(results: Sequence[dict[str, Any]]) -> str:
-    """The markdown between the markers: main tables from the ``adapt`` run, then one row per variant."""
+def render_section(results: Sequence[dict[str, Any]], findings: str = "") -> str:
+    """The markdown between the markers: main tables from the ``adapt`` run, one row per variant, then ``findings``."""
     main = next((result for result in results if result["label"] == MAIN_LABEL), None)
     oracle_run = main if main and main.get("oracle") else next((r for r in results if r.get("oracle")), None)
     oracle = final_metrics(oracle_run["oracle"]) if oracle_run else None
@@ -535,6 +537,8 @@ def render_section(results: Sequence[dict[str, Any]]) -> str:
                          + (f"{100 * closed:.0f}%" if closed is not None else "-")
                          + f" | {last.get('pair_precision', float('nan')):.2f} / {last.get('pair_recall', float('nan')):.2f}"
                          f" | {result['seconds'] / 60:.1f} | {result.get('note') or ''} |")
+    if findings.strip():
+        lines += ["", findings.strip()]
     lines.append(END_MARKER)
     return "\n".join(lines)
 
@@ -553,10 +557,13 @@ def stored_results(folder: Path = RESULTS_DIR) -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
 
 
-def write_document(results: Sequence[dict[str, Any]], path: Path = DOC_PATH) -> None:
+def write_document(results: Sequence[dict[str, Any]], path: Path = DOC_PATH) -> str:
+    findings = FINDINGS_FILE.read_text() if FINDINGS_FILE.is_file() else ""
+    section = render_section(results, findings)
     document = path.read_text() if path.is_file() else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(replace_section(document, render_section(results)))
+    path.write_text(replace_section(document, section))
+    return section
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -586,8 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         (RESULTS_DIR / f"{args.label}.json").write_text(json.dumps(result, indent=1))
-    write_document(stored_results())
-    print(render_section(stored_results()))
+    print(write_document(stored_results()))
     return 0
 
 

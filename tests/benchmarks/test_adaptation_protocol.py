@@ -143,6 +143,7 @@ def test_render_section_reports_the_goal_and_variants():
     assert "33% of the gap closed" in section
     assert "above zero-shot on 2 of 2 test sets" in section
     assert "`optim.lr=0.001`" in section and "pair -1.0" in section
+    assert render_section([fake_result("adapt")], "What helped: nothing.").endswith("What helped: nothing.\n" + END_MARKER)
 
 
 def test_config_differences_leave_out_the_run_environment():

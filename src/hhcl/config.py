@@ -30,7 +30,7 @@ BASE_KEY = "_base_"
 MEMORY_MODES = ("centroid", "hard", "hybrid", "hybrid_instance")
 LOSS_FORMS = ("paper", "official")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-EPS_SELECTIONS = ("clusters", "images")  # as hhcl.cluster.reliability ranks eps candidates
+EPS_SELECTIONS = ("images", "clusters")  # as hhcl.cluster.reliability ranks eps candidates
 
 
 @dataclass
@@ -70,10 +70,10 @@ class ClusterConfig:
     k1: int = 30
     k2: int = 6
     # hhcl.cluster.reliability: eps chosen per epoch among eps_candidates (the one with the most
-    # reliable clusters, or images: eps_selection; needs reliability_margin), or as the
+    # reliable images, or clusters: eps_selection; needs reliability_margin), or as the
     # eps_quantile of the distances to each image's (min_samples - 1)-th neighbour; else eps.
     eps_candidates: list = field(default_factory=list)
-    eps_selection: str = "clusters"
+    eps_selection: str = "images"
     eps_quantile: float | None = None
     # > 0: keep only images whose cluster survives eps -/+ this margin (IoU >= reliability_threshold).
     reliability_margin: float = 0.0

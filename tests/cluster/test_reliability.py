@@ -121,7 +121,8 @@ def test_counting_clusters_does_not_reward_a_merge(monkeypatch):
     matrix = sparse.csr_matrix(dense)
     monkeypatch.setattr(reliability, "jaccard_distance", lambda features, k1, k2: matrix)
     features = np.zeros((12, 2))
-    _, by_clusters = adaptive_pseudo_labels(features, eps=0.3, eps_candidates=[0.2, 0.6], reliability_margin=0.02)
+    _, by_clusters = adaptive_pseudo_labels(features, eps=0.3, eps_candidates=[0.2, 0.6], reliability_margin=0.02,
+                                            eps_selection="clusters")
     _, by_images = adaptive_pseudo_labels(features, eps=0.3, eps_candidates=[0.2, 0.6], reliability_margin=0.02,
                                           eps_selection="images")
     assert by_clusters["eps"] == 0.2 and by_clusters["num_clusters"] == 2

@@ -17,11 +17,13 @@ cluster trained on pulls its people together, so the next clustering merges more
   (independence: the cluster is not a fragment of something that merges as soon as eps grows)
   and its cluster at the tighter eps (compactness: it does not fall apart as eps shrinks) with an
   intersection-over-union of at least ``reliability_threshold``. The others become outliers.
-- ``eps_candidates``: try each eps and keep the one with the most reliable clusters
-  (``eps_selection="clusters"``) or the most reliable images (``"images"``). Too small an eps
-  leaves people out as outliers; too large a one merges them, and the count of clusters falls.
-  Counting images alone rewards the merges: a giant cluster is stable too, and on the
-  adaptation benchmark it chose the largest candidate. No label is used either way.
+- ``eps_candidates``: try each eps and keep the one with the most reliable images
+  (``eps_selection="images"``) or the most reliable clusters (``"clusters"``). Too small an eps
+  leaves people out as outliers; too large a one merges them, and merged clusters move as eps
+  moves. Neither count is a perfect signal: a giant cluster is stable too (counting images chose
+  the largest candidate once on the adaptation benchmark), and counting clusters favours the
+  smallest eps, which splits people and leaves a third of the pool out (it did worse there; see
+  docs/benchmarks.md). No label is used either way.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from hhcl.cluster.pseudo_labels import cluster_statistics
 from hhcl.errors import HHCLError
 
 EPS_RANGE = (0.05, 0.95)
-EPS_SELECTIONS = ("clusters", "images")
+EPS_SELECTIONS = ("images", "clusters")
 
 
 def kth_neighbour_distances(distances: sparse.csr_matrix, k: int) -> np.ndarray:
@@ -114,7 +116,7 @@ def _filtered(distances, eps: float, min_samples: int, margin: float, threshold:
 
 def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int = 30, k2: int = 6,
                            eps_quantile: float | None = None, eps_candidates=(), reliability_margin: float = 0.0,
-                           reliability_threshold: float = 0.5, eps_selection: str = "clusters"
+                           reliability_threshold: float = 0.5, eps_selection: str = "images"
                            ) -> tuple[np.ndarray, dict]:
     """Pseudo-labels ``(N,)`` int64 (-1 outliers) with eps from the data and reliability filtering.
 

@@ -85,7 +85,16 @@ def load_resized(path: str | os.PathLike, height: int, width: int) -> torch.Tens
     Returns a uint8 tensor of shape ``(3, height, width)`` (a channels-first view of an
     ``(H, W, 3)`` array). Raises :class:`HHCLError` for a broken file.
     """
-    image = read_image(path)
+    return resize_to_tensor(read_image(path), height, width)
+
+
+def resize_to_tensor(image: Image.Image, height: int, width: int) -> torch.Tensor:
+    """An image (any Pillow mode) as uint8 ``(3, height, width)``: RGB, then the bicubic test resize.
+
+    The one resize of hhcl: files and in-memory images of the same pixels give the same tensor.
+    """
+    if image.mode != "RGB":
+        image = _to_rgb(image)
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BICUBIC)
     # One copy into a writable array; the channels-first view is made contiguous by torch.stack.

@@ -13,7 +13,7 @@ from PIL import Image
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from hhcl.data.images import image_problem, load_resized
+from hhcl.data.images import image_problem, load_resized, resize_to_tensor
 from hhcl.data.transforms import normalize_batch
 from hhcl.errors import HHCLError
 from hhcl.models.inference import autocast, check_precision, inference_context, prepare_images
@@ -215,13 +215,7 @@ def resize_image(image: Image.Image | np.ndarray, height: int, width: int) -> to
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise HHCLError(f"an image array must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
         image = Image.fromarray(np.ascontiguousarray(image))
-    elif image.mode != "RGB":
-        image = image.convert("RGB")
-    # The same bicubic resize as hhcl.data.images.load_resized, so that files and in-memory
-    # images of the same pixels give the same features.
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    return resize_to_tensor(image, height, width).contiguous()
 
 
 def _resolve_device(name: str | torch.device) -> torch.device:

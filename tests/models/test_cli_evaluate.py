@@ -73,7 +73,7 @@ def test_text_output_names_the_model_and_every_figure(folder_dataset, hhcl_check
 def test_arch_that_contradicts_the_checkpoint_is_a_one_line_error(folder_dataset, hhcl_checkpoint, capsys):
     assert main(evaluate_args(folder_dataset, hhcl_checkpoint, "--arch", "resnet50")) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "holds a osnet_x0_25 model, not resnet50" in err
+    assert err.count("\n") == 0 and "trained as osnet_x0_25, not resnet50" in err
 
 
 def test_backbone_file_needs_an_arch(folder_dataset, tmp_path, capsys):

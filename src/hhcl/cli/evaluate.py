@@ -41,35 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def build_model_for_weights(arch: str | None, weights: str):
-    """The model that ``weights`` fit: an hhcl checkpoint's recorded options, else ``arch`` as built by default."""
-    from hhcl.models import build_model, load_weights
-    from hhcl.models.weights import saved_build_options
-
-    options = saved_build_options(weights)
-    if options is not None:
-        if arch is not None and options.get("arch") != arch:
-            raise HHCLError(f"{weights} holds a {options.get('arch')} model, not {arch}: pass --arch "
-                            f"{options.get('arch')} or leave --arch out")
-        model = build_model(**options)
-    elif arch is None:
-        raise HHCLError(f"{weights} does not record its architecture: pass --arch (e.g. --arch osnet_x0_25)")
-    else:
-        model = build_model(arch)
-    load_weights(model, weights)
-    return model
-
-
-def _check_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise HHCLError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HHCLError(f"--device {name} but CUDA is not available here: use --device cpu")
-    return device
-
-
 def _ids(items) -> tuple[list[int], list[int]]:
     return [pid for _, pid, _ in items], [camid for _, _, camid in items]
 
@@ -79,14 +50,15 @@ def run(args: argparse.Namespace) -> int:
     from hhcl.data import load_dataset
     from hhcl.evaluation import evaluate_features
     from hhcl.models import extract_features
+    from hhcl.retrieval.extractor import load_trained_model, resolve_device
 
-    device = _check_device(args.device)
+    device = resolve_device(args.device)
     if args.plot:
         from hhcl.retrieval.outputs import ensure_writable_folder
 
         ensure_writable_folder(args.plot, "--plot")
     # The model first: a wrong weights file fails before a long dataset scan.
-    model = build_model_for_weights(args.arch, args.weights)
+    model = load_trained_model(args.arch, args.weights, device, require_complete=False, verbose=True)
     options = parse_options(args.option)
     if args.pattern:
         options["pattern"] = args.pattern

@@ -67,7 +67,7 @@ class FeatureExtractor:
         if batch_size < 1:
             raise HHCLError(f"batch_size must be at least 1, got {batch_size}")
         self.weights = Path(weights)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.precision = precision
         self.backend = backend
         self.batch_size = batch_size
@@ -218,7 +218,8 @@ def resize_image(image: Image.Image | np.ndarray, height: int, width: int) -> to
     return resize_to_tensor(image, height, width).contiguous()
 
 
-def _resolve_device(name: str | torch.device) -> torch.device:
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` as a device; a one-line :class:`HHCLError` when unusable here."""
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
@@ -253,7 +254,8 @@ def _as_items(images) -> list:
     raise HHCLError(f"cannot embed a {type(images).__name__}: give paths, PIL images, uint8 arrays or a tensor batch")
 
 
-def load_trained_model(arch: str | None, weights: str | os.PathLike, device: str | torch.device = "cpu"):
+def load_trained_model(arch: str | None, weights: str | os.PathLike, device: str | torch.device = "cpu",
+                       require_complete: bool = True, verbose: bool = False):
     """Build the model ``weights`` were trained as and load every tensor; in eval mode on ``device``.
 
     An hhcl model file records its architecture and build options (pooling, embedding size, last
@@ -261,7 +263,8 @@ def load_trained_model(arch: str | None, weights: str | os.PathLike, device: str
     pooling give other features, and ``arch`` may then be None. Any other file is loaded into
     ``arch`` built by default. A file that leaves part of the model out (or brings tensors it does
     not have) is refused with an :class:`HHCLError`: features from a half-loaded model would be
-    silently wrong.
+    silently wrong. ``require_complete=False`` accepts it with the printed load report instead
+    (``hhcl evaluate`` of a bare backbone, e.g. ImageNet weights under a fresh re-ID head).
     """
     from hhcl.models import build_model, list_archs, load_weights
     from hhcl.models.weights import saved_build_options
@@ -279,9 +282,9 @@ def load_trained_model(arch: str | None, weights: str | os.PathLike, device: str
     if arch is None:
         raise HHCLError(f"{weights} does not record its architecture: pass --arch, one of {', '.join(list_archs())}")
     model = build_model(arch, **options)
-    report = load_weights(model, weights, verbose=False)
+    report = load_weights(model, weights, verbose=verbose)
     incomplete = report.missing or report.unexpected
-    if incomplete:
+    if incomplete and require_complete:
         names = ", ".join(incomplete[:3]) + (", ..." if len(incomplete) > 3 else "")
         raise HHCLError(
             f"weights {weights} do not match {arch}: {len(report.missing)} of its tensors are missing and "

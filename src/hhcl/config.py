@@ -78,6 +78,8 @@ class ClusterConfig:
     # > 0: keep only images whose cluster survives eps -/+ this margin (IoU >= reliability_threshold).
     reliability_margin: float = 0.0
     reliability_threshold: float = 0.5
+    # cluster on features minus each camera's mean (hhcl.cluster.camera); the loss keeps the model's own.
+    camera_centering: bool = False
 
 
 @dataclass

@@ -68,3 +68,18 @@ def test_reliability_options_reach_the_clustering(tiny_config):
     assert set(stats["eps_search"]) == {0.5, 0.6, 0.7}
     assert stats["num_clusters"] == stats["eps_search"][stats["eps"]]
     trainer.fit()
+
+
+def test_camera_centering_clusters_the_centred_features(tiny_config):
+    from hhcl.cluster import pseudo_labels
+    from hhcl.cluster.camera import camera_centered_features
+
+    trainer = Trainer(tiny_config("cluster.camera_centering=true", "cluster.eps=0.7"), None, progress=False)
+    features = trainer.extract_train_features()
+    cameras = [camid for _, _, camid in trainer.dataset.train]
+    assert len(set(cameras)) > 1
+    labels, _ = trainer.assign_labels(features)
+    expected, _ = pseudo_labels(camera_centered_features(features, cameras), eps=0.7, min_samples=4, k1=10, k2=3)
+    plain, _ = pseudo_labels(features, eps=0.7, min_samples=4, k1=10, k2=3)
+    assert (labels == expected).all()
+    assert not (labels == plain).all()

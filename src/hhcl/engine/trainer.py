@@ -374,6 +374,10 @@ class Trainer:
             from hhcl.cluster import pseudo_labels
 
             cluster = self.config.cluster
+            if cluster.camera_centering:
+                from hhcl.cluster.camera import camera_centered_features
+
+                features = camera_centered_features(features, [camid for _, _, camid in self.dataset.train])
             if cluster.eps_candidates or cluster.eps_quantile is not None or cluster.reliability_margin > 0:
                 from hhcl.cluster.reliability import adaptive_pseudo_labels
 

@@ -32,7 +32,9 @@ Each run is stored as JSON in ``benchmarks/results/adaptation/<label>.json``; th
 ``adapt`` (the preset as shipped) gives the main tables, the others the table of variants, and
 ``findings.md`` there (written by hand from those runs) follows them.
 The evaluation pass after an epoch also extracts the training pool, and the next epoch clusters
-those features instead of extracting again: the model has not changed in between.
+those features instead of extracting again: the model has not changed in between. With
+``model.init_mix`` the evaluated model is the mixture, not the trained one, so the pool is then
+extracted by the trainer as usual.
 """
 
 from __future__ import annotations
@@ -345,9 +347,11 @@ def run_training(config, protocol: Protocol, *, supervised: bool, initial_train_
             self.previous_labels = labels
             last = record.epoch == trainer.config.train.epochs
             if evaluate_every_epoch or last:
-                reuse = not last and not supervised
+                output = trainer.output_model()
+                # the pool's features serve the next clustering only when they are the trained model's
+                reuse = not last and not supervised and output is trainer.model
                 items = (list(dataset.train) if reuse else []) + test_images
-                features = _extract(trainer.model, items, trainer.config, trainer.device)
+                features = _extract(output, items, trainer.config, trainer.device)
                 trainer.model.train()
                 if reuse:
                     trainer.cached_train_features = features[:len(dataset.train)]

@@ -31,6 +31,7 @@ MEMORY_MODES = ("centroid", "hard", "hybrid", "hybrid_instance")
 LOSS_FORMS = ("paper", "official")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EPS_SELECTIONS = ("images", "clusters")  # as hhcl.cluster.reliability ranks eps candidates
+OUTLIER_MODES = ("drop", "instances")
 
 
 @dataclass
@@ -59,6 +60,10 @@ class ModelConfig:
     # target domain's batches would otherwise shift the pretrained features at the first steps.
     freeze_bn: bool = False
     sync_bn: bool = False
+    # The evaluated and saved model mixes the starting weights back in, WiSE-FT style:
+    # (1 - init_mix) * trained + init_mix * initial (hhcl.models.weights.interpolate_weights).
+    # Training itself, and the features clustered each epoch, use the trained weights.
+    init_mix: float = 0.0
 
 
 @dataclass
@@ -80,6 +85,9 @@ class ClusterConfig:
     reliability_threshold: float = 0.5
     # cluster on features minus each camera's mean (hhcl.cluster.camera); the loss keeps the model's own.
     camera_centering: bool = False
+    # DBSCAN's outliers: "drop" them for the epoch (the paper), or keep each as a one-image
+    # pseudo-identity of its own in the memory and the sampler ("instances", as SpCL does).
+    outliers: str = "drop"
 
 
 @dataclass
@@ -185,6 +193,8 @@ class Config:
              "null or in (0, 1)"),
             ("cluster.reliability_margin", 0 <= self.cluster.reliability_margin < 0.5, "in [0, 0.5)"),
             ("cluster.reliability_threshold", 0 < self.cluster.reliability_threshold <= 1, "in (0, 1]"),
+            ("model.init_mix", 0 <= self.model.init_mix < 1, "in [0, 1): the share of the starting weights kept"),
+            ("cluster.outliers", self.cluster.outliers in OUTLIER_MODES, f"one of {', '.join(OUTLIER_MODES)}"),
             ("optim.lr", self.optim.lr > 0, "a positive number"),
             ("optim.step_size", self.optim.step_size >= 1, "at least 1"),
             ("dataset.height", self.dataset.height >= 8, "at least 8"),

@@ -148,3 +148,14 @@ def test_bad_eps_raises_a_clear_error(eps):
 def test_bad_min_samples_raises_a_clear_error(min_samples):
     with pytest.raises(HHCLError, match="min_samples"):
         pseudo_labels(np.eye(4), eps=0.5, min_samples=min_samples)
+
+
+def test_outliers_as_instances_gives_each_outlier_its_own_identity():
+    from hhcl.cluster.pseudo_labels import outliers_as_instances
+
+    labels = np.array([1, -1, 0, -1, 1, -1])
+    result = outliers_as_instances(labels)
+    np.testing.assert_array_equal(result, [1, 2, 0, 3, 1, 4])
+    np.testing.assert_array_equal(labels, [1, -1, 0, -1, 1, -1])  # the input is left as it was
+    np.testing.assert_array_equal(outliers_as_instances([-1, -1]), [0, 1])
+    assert outliers_as_instances(np.zeros(0, dtype=np.int64)).shape == (0,)

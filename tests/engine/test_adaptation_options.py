@@ -13,7 +13,9 @@ def test_adapt_preset_loads_with_its_adaptation_defaults():
     assert config.model.freeze_bn is True
     assert config.optim.lr < load_config("base").optim.lr
     assert config.cluster.reliability_margin > 0
-    assert config.cluster.eps_candidates and all(0 < eps < 1 for eps in config.cluster.eps_candidates)
+    assert config.cluster.camera_centering is True
+    assert config.cluster.outliers == "instances"
+    assert 0 < config.model.init_mix < 1
     assert config.train.batch_size % config.train.num_instances == 0
 
 
@@ -83,3 +85,40 @@ def test_camera_centering_clusters_the_centred_features(tiny_config):
     plain, _ = pseudo_labels(features, eps=0.7, min_samples=4, k1=10, k2=3)
     assert (labels == expected).all()
     assert not (labels == plain).all()
+
+
+def test_outliers_as_instances_enter_the_memory_and_the_batches(tiny_config):
+    trainer = Trainer(tiny_config("cluster.outliers=instances", "cluster.eps=0.45", "train.epochs=1"), None,
+                      progress=False)
+    trainer.fit()
+    dbscan_labels = trainer.pseudo_labels
+    num_outliers = int((dbscan_labels < 0).sum())
+    assert num_outliers > 0
+    assert trainer.memory.num_clusters == int(dbscan_labels.max()) + 1 + num_outliers
+    with pytest.raises(HHCLError, match="cluster.outliers"):
+        load_config("base", ["cluster.outliers=keep"])
+
+
+def test_init_mix_saves_the_mixture_of_the_start_and_the_trained_weights(tmp_path, tiny_config):
+    from hhcl.models import build_model, load_weights
+
+    start = tmp_path / "start.pth"
+    plain = Trainer(tiny_config("train.epochs=1"), tmp_path / "plain", progress=False)
+    torch.save({"model": plain.model.state_dict()}, start)
+    initial = {name: tensor.clone() for name, tensor in plain.model.state_dict().items()}
+
+    trainer = Trainer(tiny_config("train.epochs=1", f"model.init_weights={start}", "model.init_mix=0.5"),
+                      tmp_path / "mixed", progress=False)
+    trainer.fit()
+    trained = trainer.model.state_dict()
+    saved = torch.load(tmp_path / "mixed" / "model.pth", weights_only=True)["model"]
+    moved = [name for name in trained if trained[name].is_floating_point()
+             and not torch.equal(trained[name], initial[name])]
+    assert moved
+    for name in moved:
+        torch.testing.assert_close(saved[name], (trained[name] + initial[name]) / 2)
+    # the file loads as any model file does
+    model = build_model("osnet_x0_25")
+    load_weights(model, tmp_path / "mixed" / "model.pth", verbose=False)
+    with pytest.raises(HHCLError, match="model.init_mix"):
+        load_config("base", ["model.init_mix=1.0"])

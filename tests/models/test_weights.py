@@ -177,3 +177,19 @@ def test_build_model_loads_weights_and_prefixes_of_wrappers_are_removed(tmp_path
     torch.save({"model": compiled_then_distributed}, tmp_path / "wrapped.pth")
     model = build_model("osnet_x0_25", num_features=32, weights=tmp_path / "wrapped.pth")
     assert torch.equal(model.embedding.weight, source.embedding.weight)
+
+
+def test_interpolate_weights_mixes_float_tensors_and_keeps_counters():
+    from hhcl.models.weights import interpolate_weights
+
+    trained = {"w": torch.tensor([2.0, 4.0]), "steps": torch.tensor(7), "new": torch.ones(1)}
+    initial = {"w": torch.tensor([0.0, 8.0]), "steps": torch.tensor(0)}
+    mixed = interpolate_weights(trained, initial, 0.25)
+    torch.testing.assert_close(mixed["w"], torch.tensor([1.5, 5.0]))
+    assert mixed["steps"].item() == 7 and mixed["new"].item() == 1.0
+    torch.testing.assert_close(interpolate_weights(trained, initial, 0.0)["w"], trained["w"])
+    torch.testing.assert_close(interpolate_weights(trained, initial, 1.0)["w"], initial["w"])
+    with pytest.raises(ValueError, match="initial_share"):
+        interpolate_weights(trained, initial, 1.5)
+    with pytest.raises(ValueError, match="shape"):
+        interpolate_weights(trained, {"w": torch.zeros(3)}, 0.5)

@@ -27,6 +27,19 @@ def cluster_statistics(labels: np.ndarray) -> dict:
     }
 
 
+def outliers_as_instances(labels) -> np.ndarray:
+    """``(N,)`` labels where each outlier (``-1``) becomes a pseudo-identity of its own.
+
+    The clusters keep their ids ``0..C-1``; the outliers take ``C, C+1, ...`` in image order.
+    Trained on, a one-image identity is contrasted against every cluster and every other
+    outlier instead of being left out of the epoch (SpCL's un-clustered instances).
+    """
+    labels = np.array(labels, dtype=np.int64)
+    outliers = labels < 0
+    labels[outliers] = labels.max(initial=-1) + 1 + np.arange(int(outliers.sum()))
+    return labels
+
+
 def pseudo_labels(
     features,
     eps: float,

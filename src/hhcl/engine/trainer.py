@@ -20,6 +20,8 @@ weights are bit-identical to those of an uninterrupted run.
 
 from __future__ import annotations
 
+import copy
+
 import logging
 import math
 import os
@@ -189,6 +191,10 @@ class Trainer:
                                 "set model.sync_bn=false for CPU training")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
+        # init_mix: the starting weights, mixed into the model that is evaluated and saved
+        self.initial_weights = ({name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+                                if config.model.init_mix > 0 else None)
+        self._output_model: nn.Module | None = None
         self.train_model: nn.Module = model
         if self.context.enabled:
             self.train_model = nn.parallel.DistributedDataParallel(
@@ -300,6 +306,10 @@ class Trainer:
         log.info("epoch %d: %d clusters, %d outliers of %d images, cluster sizes %s", epoch + 1, num_clusters,
                  num_outliers, len(labels), ", ".join(f"{k} {v:g}" for k, v in quantiles(sizes).items()))
         self.pseudo_labels = labels
+        if config.cluster.outliers == "instances" and not config.train.supervised:
+            from hhcl.cluster.pseudo_labels import outliers_as_instances
+
+            labels = outliers_as_instances(labels)
 
         self.memory = self.build_memory(features, labels, epoch)
         del features
@@ -502,11 +512,24 @@ class Trainer:
 
     # -- 8. evaluation ----------------------------------------------------------------------------
 
+    def output_model(self) -> nn.Module:
+        """The model that is evaluated and saved: the trained one, or with ``model.init_mix`` its
+        mixture with the starting weights (a separate copy, refreshed at each call)."""
+        if self.initial_weights is None:
+            return self.model
+        from hhcl.models.weights import interpolate_weights
+
+        if self._output_model is None:
+            self._output_model = copy.deepcopy(self.model)
+        mixed = interpolate_weights(self.model.state_dict(), self.initial_weights, self.config.model.init_mix)
+        self._output_model.load_state_dict(mixed)
+        return self._output_model.eval()
+
     def evaluate(self) -> dict[str, float] | None:
         """Test mAP, rank-1/5/10 and mINP in percent on the query/gallery split (rank 0 computes)."""
         result = None
         if self.context.is_main:
-            result = evaluate_model(self.model, self.dataset, self.config, self.device, self.precision,
+            result = evaluate_model(self.output_model(), self.dataset, self.config, self.device, self.precision,
                                     progress=self.progress)
         self.model.train()
         return distributed.broadcast_object(result)
@@ -592,9 +615,10 @@ class Trainer:
 
     def model_file_state(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
         """What model.pth holds: the weights under ``model`` (as :func:`hhcl.models.load_weights` reads them)."""
+        output = self.output_model()
         return {
-            "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
-            "build_options": dict(self.model.build_options),
+            "model": {k: v.cpu() for k, v in output.state_dict().items()},
+            "build_options": dict(output.build_options),
             "epoch": self.epoch,
             "metrics": metrics,
             "config": self.config.to_dict(),

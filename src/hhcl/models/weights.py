@@ -201,3 +201,27 @@ def load_weights(model: nn.Module, path: str | PathLike[str], verbose: bool = Tr
     if verbose:
         print(report, file=sys.stderr)
     return report
+
+
+def interpolate_weights(trained: dict[str, torch.Tensor], initial: dict[str, torch.Tensor],
+                        initial_share: float) -> dict[str, torch.Tensor]:
+    """``(1 - initial_share) * trained + initial_share * initial``, tensor by tensor (WiSE-FT).
+
+    Weight-space ensembling of a fine-tuned model with the model it started from (Wortsman et al.,
+    "Robust fine-tuning of zero-shot models", CVPR 2022): the mixture keeps most of what
+    fine-tuning gained and gives back what it lost on data unlike the fine-tuning set. Integer
+    tensors (``num_batches_tracked``) and tensors absent from ``initial`` are the trained ones.
+    """
+    if not 0.0 <= initial_share <= 1.0:
+        raise ValueError(f"initial_share must lie in [0, 1], got {initial_share}")
+    mixed = {}
+    for name, tensor in trained.items():
+        start = initial.get(name)
+        if start is None or not tensor.is_floating_point():
+            mixed[name] = tensor
+            continue
+        if start.shape != tensor.shape:
+            raise ValueError(f"{name}: the initial tensor has shape {tuple(start.shape)}, the trained one "
+                             f"{tuple(tensor.shape)}")
+        mixed[name] = torch.lerp(tensor, start.to(tensor.device, tensor.dtype), initial_share)
+    return mixed

@@ -113,3 +113,30 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, tiny_root):
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
     assert "resumed from" in (killed / "train.log").read_text()
+
+
+def adapt_arguments(root, init, output, *extra):
+    return ["train", "--config", "adapt", "--dataset", "folder", "--root", str(root), "--init-weights", str(init),
+            "--output", str(output), "--height", "32", "--width", "16", "--num-workers", "0", "--batch-size", "16",
+            "--num-instances", "4", "--iters", "2", "--no-progress", "--set", "cluster.k1=10", "--set", "cluster.k2=3",
+            "--set", "train.num_threads=1", *extra]
+
+
+def test_the_adapt_preset_runs_from_a_model_file_and_resumes_exactly(tmp_path, tiny_root):
+    from hhcl.models import build_model
+
+    torch.manual_seed(0)
+    init = tmp_path / "start.pth"
+    torch.save({"model": build_model("osnet_x0_25").state_dict()}, init)
+
+    assert main(adapt_arguments(tiny_root, init, tmp_path / "straight", "--epochs", "2")) == 0
+    used = load_config(tmp_path / "straight" / "config.yaml")
+    assert used.cluster.camera_centering and used.cluster.outliers == "instances" and used.model.init_mix == 0.5
+    assert main(adapt_arguments(tiny_root, init, tmp_path / "halted", "--epochs", "1")) == 0
+    assert main(adapt_arguments(tiny_root, init, tmp_path / "halted", "--epochs", "2", "--resume")) == 0
+
+    straight = torch.load(tmp_path / "straight" / "model.pth", weights_only=True)["model"]
+    resumed = torch.load(tmp_path / "halted" / "model.pth", weights_only=True)["model"]
+    start = torch.load(init, weights_only=True)["model"]
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+    assert any(not torch.equal(straight[name], start[name]) for name in start if start[name].is_floating_point())

@@ -12,7 +12,8 @@ the camera-``b`` identities 201-749 are gallery distractors only (prid2011 numbe
 cameras' unshared people independently, so ``0201_a`` and ``0201_b`` are different people).
 
 The train halves, identities thrown away (pid -1, each folder its own camera, prid2011 two), are
-pooled into one unlabeled training set. The test halves are evaluated one by one:
+pooled into one unlabeled training set, each folder a source of its own (as ``--root a b`` pools
+folders: ``cluster.separate_sources`` may use it). The test halves are evaluated one by one:
 
 - prid2011 by its cross-camera protocol: camera-``a`` images of the test identities are the
   queries; the gallery is every camera-``b`` image of the test half plus the distractors;
@@ -114,6 +115,7 @@ class Protocol:
     train: list[Item]  # (path, global identity, global camera)
     train_folders: list[str]
     test_sets: list[TestSet] = field(default_factory=list)
+    camera_sources: dict[int, int] = field(default_factory=dict)  # global camera -> its folder's index
 
     def unlabeled_train(self) -> list[Item]:
         return [(path, -1, camera) for path, _, camera in self.train]
@@ -204,7 +206,8 @@ def build_protocol(images_by_folder: dict[str, list[Image]], specs: Sequence[Fol
     test_sets = []
     identities: dict[tuple[str, str], int] = {}
     cameras: dict[tuple[str, str], int] = {}
-    for spec in specs:
+    camera_sources: dict[int, int] = {}
+    for source, spec in enumerate(specs):
         images = images_by_folder[spec.name]
         if spec.shared_identities is not None:
             train_half, query, gallery = camera_protocol_split(images, spec, seed)
@@ -213,6 +216,7 @@ def build_protocol(images_by_folder: dict[str, list[Image]], specs: Sequence[Fol
         for image in train_half:
             pid = identities.setdefault((spec.name, image.identity), len(identities))
             camera = cameras.setdefault((spec.name, image.camera), len(cameras))
+            camera_sources[camera] = source
             train.append((image.path, pid, camera))
             train_folders.append(spec.name)
         local_ids = {identity: index for index, identity in
@@ -224,7 +228,7 @@ def build_protocol(images_by_folder: dict[str, list[Image]], specs: Sequence[Fol
 
         test_sets.append(TestSet(spec.name, items(query), items(gallery),
                                  cross_camera=spec.shared_identities is not None))
-    return Protocol(train, train_folders, test_sets)
+    return Protocol(train, train_folders, test_sets, camera_sources)
 
 
 def load_protocol(data_root: Path, seed: int = 0) -> Protocol:
@@ -304,7 +308,7 @@ def run_training(config, protocol: Protocol, *, supervised: bool, initial_train_
     from hhcl.engine import Hook, Trainer
 
     train = protocol.train if supervised else protocol.unlabeled_train()
-    dataset = ReIDDataset("adaptation-pool", train=list(train))
+    dataset = ReIDDataset("adaptation-pool", train=list(train), camera_sources=dict(protocol.camera_sources))
     true_ids = protocol.train_identities()
     test_images = evaluation_items(protocol)
     epochs: list[dict[str, Any]] = []

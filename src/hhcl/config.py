@@ -85,6 +85,9 @@ class ClusterConfig:
     reliability_threshold: float = 0.5
     # cluster on features minus each camera's mean (hhcl.cluster.camera); the loss keeps the model's own.
     camera_centering: bool = False
+    # No pseudo-identity spans two sources (roots pooled with --root a b, which share no person):
+    # clusters are cut by source, and a lone image left over becomes an outlier.
+    separate_sources: bool = False
     # DBSCAN's outliers: "drop" them for the epoch (the paper), or keep each as a one-image
     # pseudo-identity of its own in the memory and the sampler ("instances", as SpCL does).
     outliers: str = "drop"

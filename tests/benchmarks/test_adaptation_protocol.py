@@ -91,6 +91,7 @@ def test_build_protocol_pools_train_halves_with_distinct_identities_and_cameras(
     other_ids = {pid for (_, pid, _), folder in zip(protocol.train, protocol.train_folders) if folder == "other"}
     assert pair_ids.isdisjoint(other_ids)
     assert {camera for _, _, camera in protocol.train} == {0, 1, 2}
+    assert protocol.camera_sources == {0: 0, 1: 0, 2: 1}  # the two-camera folder is one source
     assert all(pid == -1 for _, pid, _ in protocol.unlabeled_train())
     assert [(t.name, t.cross_camera) for t in protocol.test_sets] == [("pair", True), ("other", False)]
     # distractors carry identities no query has

@@ -159,3 +159,18 @@ def test_outliers_as_instances_gives_each_outlier_its_own_identity():
     np.testing.assert_array_equal(labels, [1, -1, 0, -1, 1, -1])  # the input is left as it was
     np.testing.assert_array_equal(outliers_as_instances([-1, -1]), [0, 1])
     assert outliers_as_instances(np.zeros(0, dtype=np.int64)).shape == (0,)
+
+
+def test_split_clusters_by_group_cuts_clusters_that_span_groups():
+    from hhcl.cluster.pseudo_labels import split_clusters_by_group
+
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, -1, 2, 2])
+    groups = np.array([0, 0, 1, 1, 0, 0, 1, 0, 2, 2])
+    result = split_clusters_by_group(labels, groups)
+    # cluster 0 -> two pieces of two; cluster 1 -> a piece of two and a lone image (outlier)
+    np.testing.assert_array_equal(result, [0, 0, 1, 1, 2, 2, -1, -1, 3, 3])
+    np.testing.assert_array_equal(split_clusters_by_group(labels, np.zeros(10, dtype=np.int64)), labels)
+    np.testing.assert_array_equal(split_clusters_by_group(labels, groups, min_size=3), np.full(10, -1))
+    np.testing.assert_array_equal(split_clusters_by_group([-1, -1], [0, 1]), [-1, -1])
+    with pytest.raises(ValueError, match="groups"):
+        split_clusters_by_group(labels, groups[:3])

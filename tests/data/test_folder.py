@@ -115,6 +115,10 @@ def test_pooled_folders_keep_identities_and_cameras_apart(tmp_path, make_files):
         # a folder without pids: unknown identities, its own camera; its train/ split is used.
         "mine/train/x_1.jpg": (-1, 3), "mine/train/y_2.jpg": (-1, 3),
     }
+    # each camera remembers its folder: people are shared within a folder, never across
+    assert dataset.camera_sources == {0: 0, 1: 0, 2: 1, 3: 2}
+    assert dataset.train_sources() == [{0: 0, 1: 0, 2: 1, 3: 2}[camid] for _, _, camid in dataset.train]
+    assert load_dataset("folder", first, pattern=r"^(?P<pid>\d+)_(?P<cam>[ab])\.png$").train_sources() == [0, 0, 0]
 
 
 def test_pooled_folders_pattern_count_must_match(tmp_path, make_files):

@@ -1,5 +1,6 @@
 """The options for adapting a pretrained model (model.freeze_bn, the cluster.reliability keys) and the adapt preset."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,3 +123,21 @@ def test_init_mix_saves_the_mixture_of_the_start_and_the_trained_weights(tmp_pat
     load_weights(model, tmp_path / "mixed" / "model.pth", verbose=False)
     with pytest.raises(HHCLError, match="model.init_mix"):
         load_config("base", ["model.init_mix=1.0"])
+
+
+def test_separate_sources_cuts_clusters_at_the_pooled_folders(tiny_config):
+    from hhcl.cluster import pseudo_labels
+    from hhcl.cluster.pseudo_labels import split_clusters_by_group
+
+    config = tiny_config("cluster.separate_sources=true", "cluster.eps=0.7")
+    trainer = Trainer(config, None, progress=False)
+    # pretend each camera of the toy set came from a folder of its own
+    trainer.dataset.camera_sources = {camid: camid for _, _, camid in trainer.dataset.train}
+    features = trainer.extract_train_features()
+    labels, stats = trainer.assign_labels(features)
+    pooled, _ = pseudo_labels(features, eps=0.7, min_samples=4, k1=10, k2=3)
+    cameras = np.array([camid for _, _, camid in trainer.dataset.train])
+    assert any(len(set(cameras[pooled == c])) > 1 for c in set(pooled.tolist()) - {-1})
+    np.testing.assert_array_equal(labels, split_clusters_by_group(pooled, cameras))
+    assert all(len(set(cameras[labels == c])) == 1 for c in set(labels.tolist()) - {-1})
+    assert stats["num_clusters"] == labels.max() + 1

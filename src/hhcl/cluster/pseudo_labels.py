@@ -40,6 +40,32 @@ def outliers_as_instances(labels) -> np.ndarray:
     return labels
 
 
+def split_clusters_by_group(labels, groups, min_size: int = 2) -> np.ndarray:
+    """``(N,)`` labels where no cluster spans two groups: each cluster is cut along ``groups``.
+
+    ``groups`` (``(N,)`` integers) marks images that can never show the same person as images of
+    another group, such as crops from separate sites pooled into one training set. A piece with
+    fewer than ``min_size`` images becomes an outlier (``-1``). Clusters are renumbered
+    ``0..C'-1`` in order of (old cluster, group).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    groups = np.asarray(groups, dtype=np.int64)
+    if labels.shape != groups.shape or labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} and groups {groups.shape} must be (N,) arrays of one length")
+    result = np.full(labels.shape, -1, dtype=np.int64)
+    clustered = np.flatnonzero(labels >= 0)
+    if not len(clustered):
+        return result
+    pieces, piece_of = np.unique(np.stack([labels[clustered], groups[clustered]], axis=1), axis=0,
+                                 return_inverse=True)
+    piece_of = piece_of.reshape(-1)
+    large = np.bincount(piece_of, minlength=len(pieces)) >= min_size
+    new_id = np.cumsum(large) - 1
+    keep = large[piece_of]
+    result[clustered[keep]] = new_id[piece_of[keep]]
+    return result
+
+
 def pseudo_labels(
     features,
     eps: float,

@@ -25,6 +25,13 @@ class ReIDDataset:
     query: list[Item] = field(default_factory=list)
     gallery: list[Item] = field(default_factory=list)
     root: str = ""
+    # training camera -> the source (pooled root) it was read from: cameras of different sources
+    # never see the same person. Empty: one source.
+    camera_sources: dict[int, int] = field(default_factory=dict)
+
+    def train_sources(self) -> list[int]:
+        """The source of each training image (0 for all when the dataset has one source)."""
+        return [self.camera_sources.get(camid, 0) for _, _, camid in self.train]
 
     def split(self, name: str) -> list[Item]:
         if name not in SPLITS:

@@ -216,8 +216,9 @@ def _read_pooled(roots: list, pattern, scan: dict) -> ReIDDataset:
                 f"{len(patterns)} patterns for {len(roots)} pooled folders; pass one pattern, or one per folder"
             )
     train: list[Item] = []
+    camera_sources: dict[int, int] = {}
     identity_offset = camera_offset = 0
-    for root, folder_pattern in zip(roots, patterns):
+    for source, (root, folder_pattern) in enumerate(zip(roots, patterns)):
         root_path = _require_folder_root(root)
         compiled = compile_pattern(folder_pattern)
         folder = root_path / "train" if (root_path / "train").is_dir() else root_path
@@ -229,5 +230,7 @@ def _read_pooled(roots: list, pattern, scan: dict) -> ReIDDataset:
             (path, pid + identity_offset if pid >= 0 else -1, camid + camera_offset) for path, pid, camid in items
         )
         identity_offset += num_identities
+        camera_sources.update({camera: source for camera in range(camera_offset, camera_offset + max(len(cameras), 1))})
         camera_offset += max(len(cameras), 1)
-    return ReIDDataset("folder", train=train, root=", ".join(str(Path(root)) for root in roots))
+    return ReIDDataset("folder", train=train, root=", ".join(str(Path(root)) for root in roots),
+                       camera_sources=camera_sources)

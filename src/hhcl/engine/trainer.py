@@ -402,6 +402,11 @@ class Trainer:
                 labels, stats = pseudo_labels(features, eps=cluster.eps, min_samples=cluster.min_samples,
                                               k1=cluster.k1, k2=cluster.k2, progress=self.progress)
             labels = np.asarray(labels, dtype=np.int64)
+            if cluster.separate_sources and self.dataset.camera_sources:
+                from hhcl.cluster.pseudo_labels import cluster_statistics, split_clusters_by_group
+
+                labels = split_clusters_by_group(labels, self.dataset.train_sources())
+                stats = {**stats, **cluster_statistics(labels)}
             error = None if (labels >= 0).any() else self._no_cluster_message(features)
             result = (labels, stats, error)
         labels, stats, error = distributed.broadcast_object(result)

@@ -515,6 +515,10 @@ def render_section(results: Sequence[dict[str, Any]], findings: str = "") -> str
                       + f"; above zero-shot on {len(above)} of {len(names)} test sets"
                       + (f" (not on {', '.join(n for n in names if n not in above)})" if len(above) < len(names) else "")
                       + "."]
+        seed_runs = [main] + [result for result in results if result is not main and
+                              [key for key, _ in config_differences(main["config"], result["config"])] == ["train.seed"]]
+        if oracle and len(seed_runs) > 1:
+            lines += ["", seed_summary(seed_runs, oracle["mean"]["mAP"], names)]
         lines += ["", "| epoch | eps | clusters | outliers (unreliable) | pair precision | pair recall | stability | "
                   "loss | seconds |", "|---|---|---|---|---|---|---|---|---|"]
         for entry in main["adapted"]["epochs"]:
@@ -549,6 +553,24 @@ def render_section(results: Sequence[dict[str, Any]], findings: str = "") -> str
         lines += ["", findings.strip()]
     lines.append(END_MARKER)
     return "\n".join(lines)
+
+
+def seed_summary(runs: Sequence[dict[str, Any]], oracle_mean: float, names: Sequence[str]) -> str:
+    """One line on runs of the same config with other training seeds: is the goal met in each?"""
+    parts, every_set = [], 0
+    per_set = {name: [] for name in names}
+    for run in runs:
+        final = final_metrics(run["adapted"])
+        closed = gap_closed(run["zero_shot"]["mean"]["mAP"], final["mean"]["mAP"], oracle_mean)
+        seed = run["config"].get("train", {}).get("seed", "?")
+        parts.append(f"seed {seed}: {final['mean']['mAP']:.1f}" + (f" ({100 * closed:.0f}%)" if closed is not None else ""))
+        every_set += all(final[name]["mAP"] > run["zero_shot"][name]["mAP"] for name in names)
+        for name in names:
+            per_set[name].append(final[name]["mAP"] - run["zero_shot"][name]["mAP"])
+    spread = ", ".join(f"{name} {min(values):+.1f} to {max(values):+.1f}" for name, values in per_set.items())
+    return (f"Across {len(runs)} training seeds (`train.seed`; same config otherwise), mean mAP and gap closed: "
+            + "; ".join(parts) + f". Above zero-shot on every test set in {every_set} of {len(runs)} runs; "
+            f"change against zero-shot per set: {spread}.")
 
 
 def replace_section(document: str, section: str) -> str:

@@ -145,6 +145,17 @@ def test_render_section_reports_the_goal_and_variants():
     assert "above zero-shot on 2 of 2 test sets" in section
     assert "`optim.lr=0.001`" in section and "pair -1.0" in section
     assert render_section([fake_result("adapt")], "What helped: nothing.").endswith("What helped: nothing.\n" + END_MARKER)
+    assert "training seeds" not in section
+
+
+def test_render_section_sums_up_the_runs_of_other_seeds():
+    main = fake_result("adapt")
+    other_seed = fake_result("adapt-seed-2", mean_gain=-1.0)
+    other_seed["config"]["train"]["seed"] = 2
+    section = render_section([main, other_seed])
+    assert "Across 2 training seeds" in section
+    assert "seed ?: 32.0 (33%); seed 2: 29.0 (-17%)" in section
+    assert "every test set in 1 of 2 runs" in section and "pair -1.0 to +2.0" in section
 
 
 def test_config_differences_leave_out_the_run_environment():

@@ -21,7 +21,6 @@ weights are bit-identical to those of an uninterrupted run.
 from __future__ import annotations
 
 import copy
-
 import logging
 import math
 import os

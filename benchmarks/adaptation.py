@@ -457,19 +457,39 @@ def _cell(metrics: dict[str, float] | None) -> str:
 IGNORED_KEYS = ("model.init_weights", "train.num_threads", "dataset.num_workers", "train.device")
 
 
-def config_differences(reference: dict[str, dict], config: dict[str, dict]) -> list[tuple[str, Any]]:
-    """``(section.key, value)`` where ``config`` differs from ``reference`` (run-environment keys left out)."""
+def config_differences(reference: dict[str, dict], config: dict[str, dict],
+                       defaults: dict[str, dict] | None = None) -> list[tuple[str, Any]]:
+    """``(section.key, value)`` where ``config`` differs from ``reference`` (run-environment keys left out).
+
+    A key that ``config`` lacks (a run stored before the option existed) counts with its value in
+    ``defaults``, the option's default: that is how such a run behaved.
+    """
     changed = []
+    for section, values in reference.items():
+        stored = config.get(section) or {}
+        for key, reference_value in values.items():
+            name = f"{section}.{key}"
+            if key in stored:
+                value = stored[key]
+            elif defaults is not None and key in (defaults.get(section) or {}):
+                value = defaults[section][key]
+            else:
+                continue
+            if name not in IGNORED_KEYS and value != reference_value:
+                changed.append((name, value))
     for section, values in config.items():
         for key, value in values.items():
             name = f"{section}.{key}"
-            if name not in IGNORED_KEYS and (reference.get(section) or {}).get(key) != value:
+            if name not in IGNORED_KEYS and key not in (reference.get(section) or {}):
                 changed.append((name, value))
     return changed
 
 
 def render_section(results: Sequence[dict[str, Any]], findings: str = "") -> str:
     """The markdown between the markers: main tables from the ``adapt`` run, one row per variant, then ``findings``."""
+    from hhcl.config import Config
+
+    defaults = Config().to_dict()  # the value of an option for the runs stored before it existed
     main = next((result for result in results if result["label"] == MAIN_LABEL), None)
     oracle_run = main if main and main.get("oracle") else next((r for r in results if r.get("oracle")), None)
     oracle = final_metrics(oracle_run["oracle"]) if oracle_run else None
@@ -516,7 +536,7 @@ def render_section(results: Sequence[dict[str, Any]], findings: str = "") -> str
                       + (f" (not on {', '.join(n for n in names if n not in above)})" if len(above) < len(names) else "")
                       + "."]
         seed_runs = [main] + [result for result in results if result is not main and
-                              [key for key, _ in config_differences(main["config"], result["config"])] == ["train.seed"]]
+                              [key for key, _ in config_differences(main["config"], result["config"], defaults)] == ["train.seed"]]
         if oracle and len(seed_runs) > 1:
             lines += ["", seed_summary(seed_runs, oracle["mean"]["mAP"], names)]
         lines += ["", "| epoch | eps | clusters | outliers (unreliable) | pair precision | pair recall | stability | "
@@ -544,7 +564,8 @@ def render_section(results: Sequence[dict[str, Any]], findings: str = "") -> str
                       if oracle else None)
             last = result["adapted"]["epochs"][-1]
             changed = ", ".join(f"`{key}={value}`" for key, value in
-                                config_differences(main["config"] if main else {}, result["config"])) or "-"
+                                config_differences(main["config"] if main else {}, result["config"],
+                                                   defaults)) or "-"
             lines.append(f"| {result['label']} | {changed} | {_cell(metrics['mean'])} | {worst} {deltas[worst]:+.1f} | "
                          + (f"{100 * closed:.0f}%" if closed is not None else "-")
                          + f" | {last.get('pair_precision', float('nan')):.2f} / {last.get('pair_recall', float('nan')):.2f}"

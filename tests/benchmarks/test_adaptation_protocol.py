@@ -164,6 +164,12 @@ def test_config_differences_leave_out_the_run_environment():
     reference = {"optim": {"lr": 1e-4}, "train": {"num_threads": 1, "epochs": 3}}
     variant = {"optim": {"lr": 3.5e-4}, "train": {"num_threads": 2, "epochs": 3}}
     assert config_differences(reference, variant) == [("optim.lr", 3.5e-4)]
+    # a run stored before an option existed ran with that option's default
+    reference["model"] = {"init_mix": 0.5}
+    assert config_differences(reference, variant, {"model": {"init_mix": 0.0}}) == [("optim.lr", 3.5e-4),
+                                                                                    ("model.init_mix", 0.0)]
+    assert config_differences(reference, variant) == [("optim.lr", 3.5e-4)]
+    assert config_differences({}, {"optim": {"lr": 1e-3}}) == [("optim.lr", 1e-3)]
 
 
 def test_replace_section_leaves_other_sections_alone():

@@ -129,3 +129,26 @@ def test_counting_clusters_does_not_reward_a_merge(monkeypatch):
     assert by_images["eps_search"] == {0.2: 12, 0.6: 12}  # images alone cannot tell the merge apart
     with pytest.raises(HHCLError, match="eps_selection"):
         adaptive_pseudo_labels(features, eps=0.3, eps_selection="size")
+
+
+def test_kth_neighbour_distance_dense_and_sparse():
+    dense = np.array([[0.0, 0.2, 0.9], [0.2, 0.0, 0.4], [0.9, 0.4, 0.0]])
+    assert kth_neighbour_distances(dense, 1).tolist() == [0.2, 0.2, 0.4]
+    assert kth_neighbour_distances(dense, 2).tolist() == [0.9, 0.4, 0.9]
+    matrix = sparse.csr_matrix(np.array([[0.0, 0.2, 0.0], [0.2, 0.0, 0.4], [0.0, 0.4, 0.0]]))
+    # absent pairs are at the maximum distance, 1
+    assert kth_neighbour_distances(matrix, 1).tolist() == pytest.approx([0.2, 0.2, 0.4])
+    assert kth_neighbour_distances(matrix, 2).tolist() == pytest.approx([1.0, 0.4, 1.0])
+
+
+def test_kth_neighbour_distances_match_a_per_row_sort_on_random_sparse_rows():
+    generator = np.random.default_rng(0)
+    matrix = sparse.random(60, 60, density=0.2, random_state=1, format="csr")
+    matrix.data = generator.random(matrix.nnz)
+    for k in (1, 3, 8):
+        expected = []
+        for row in range(60):
+            start, end = matrix.indptr[row], matrix.indptr[row + 1]
+            others = np.sort(matrix.data[start:end][matrix.indices[start:end] != row])
+            expected.append(others[k - 1] if len(others) >= k else 1.0)
+        np.testing.assert_allclose(kth_neighbour_distances(matrix, k), expected)

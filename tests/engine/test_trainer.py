@@ -3,12 +3,11 @@ import math
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from hhcl.engine import Hook, Trainer
 from hhcl.engine.checkpoint import load_checkpoint
-from hhcl.engine.trainer import derived_seed, kth_neighbour_distance
+from hhcl.engine.trainer import derived_seed
 from hhcl.errors import HHCLError
 from hhcl.models import build_model, load_weights
 
@@ -192,16 +191,6 @@ def test_official_loss_form_reaches_the_memory(tiny_config):
 def test_fp16_on_cpu_is_refused(tiny_config):
     with pytest.raises(HHCLError, match="fp16"):
         Trainer(tiny_config("train.precision=fp16", "train.device=cpu"), None, progress=False)
-
-
-def test_kth_neighbour_distance_dense_and_sparse():
-    dense = np.array([[0.0, 0.2, 0.9], [0.2, 0.0, 0.4], [0.9, 0.4, 0.0]])
-    assert kth_neighbour_distance(dense, 1).tolist() == [0.2, 0.2, 0.4]
-    assert kth_neighbour_distance(dense, 2).tolist() == [0.9, 0.4, 0.9]
-    sparse = sp.csr_matrix(np.array([[0.0, 0.2, 0.0], [0.2, 0.0, 0.4], [0.0, 0.4, 0.0]]))
-    # absent pairs are at the maximum distance, 1
-    assert kth_neighbour_distance(sparse, 1).tolist() == pytest.approx([0.2, 0.2, 0.4])
-    assert kth_neighbour_distance(sparse, 2).tolist() == pytest.approx([1.0, 0.4, 1.0])
 
 
 def test_derived_seeds_are_stable_and_distinct():

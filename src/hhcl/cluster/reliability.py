@@ -42,17 +42,30 @@ EPS_RANGE = (0.05, 0.95)
 EPS_SELECTIONS = ("images", "clusters")
 
 
-def kth_neighbour_distances(distances: sparse.csr_matrix, k: int) -> np.ndarray:
-    """``(N,)`` distance of each row to its ``k``-th nearest other row; absent entries count as 1."""
-    matrix = sparse.csr_matrix(distances)
+def kth_neighbour_distances(distances, k: int) -> np.ndarray:
+    """``(N,)`` distance of each row to its ``k``-th nearest other row, from a sparse or dense ``(N, N)`` matrix.
+
+    Entries absent from a sparse matrix, and any distance above 1, count as 1 (the Jaccard
+    distance's maximum). One sort of all stored entries, no loop over rows.
+    """
     k = max(int(k), 1)
+    if not sparse.issparse(distances):
+        dense = np.array(distances, dtype=np.float64, copy=True)
+        np.fill_diagonal(dense, np.inf)
+        if dense.shape[1] - 1 < k:
+            return np.ones(dense.shape[0], dtype=np.float64)
+        return np.minimum(np.partition(dense, k - 1, axis=1)[:, k - 1], 1.0)
+    matrix = sparse.csr_matrix(distances)
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    off_diagonal = matrix.indices != rows
+    rows, values = rows[off_diagonal], matrix.data[off_diagonal].astype(np.float64)
+    order = np.lexsort((values, rows))  # by row, then by distance
+    counts = np.bincount(rows, minlength=matrix.shape[0])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     result = np.ones(matrix.shape[0], dtype=np.float64)
-    for row in range(matrix.shape[0]):
-        start, end = matrix.indptr[row], matrix.indptr[row + 1]
-        others = matrix.data[start:end][matrix.indices[start:end] != row]
-        if len(others) >= k:
-            result[row] = np.partition(others, k - 1)[k - 1]
-    return result
+    enough = counts >= k
+    result[enough] = values[order][starts[enough] + k - 1]
+    return np.minimum(result, 1.0)
 
 
 def eps_from_distances(distances: sparse.csr_matrix, min_samples: int, quantile: float) -> float:

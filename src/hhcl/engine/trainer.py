@@ -415,10 +415,11 @@ class Trainer:
 
     def _no_cluster_message(self, features: torch.Tensor) -> str:
         from hhcl.cluster import jaccard_distance
+        from hhcl.cluster.reliability import kth_neighbour_distances
 
         cluster = self.config.cluster
         distances = jaccard_distance(features, k1=cluster.k1, k2=cluster.k2)
-        neighbour_distance = kth_neighbour_distance(distances, cluster.min_samples - 1)
+        neighbour_distance = kth_neighbour_distances(distances, cluster.min_samples - 1)
         spread = quantiles(neighbour_distance, (0.1, 0.5, 0.9))
         suggestion = float(np.quantile(neighbour_distance, 0.5)) if len(neighbour_distance) else cluster.eps
         return (f"DBSCAN found no cluster among {features.shape[0]} training images with cluster.eps = {cluster.eps} "
@@ -695,27 +696,6 @@ def _ids(items) -> tuple[np.ndarray, np.ndarray]:
             np.array([camid for _, _, camid in items], dtype=np.int64))
 
 
-def kth_neighbour_distance(distances, k: int) -> np.ndarray:
-    """Distance of each row to its k-th nearest other point, from a dense or CSR ``(N, N)`` matrix.
-
-    Entries absent from a sparse matrix count as distance 1 (the Jaccard distance's maximum).
-    """
-    k = max(k, 1)
-    if hasattr(distances, "tocsr"):
-        matrix = distances.tocsr()
-        values = []
-        for row in range(matrix.shape[0]):
-            start, end = matrix.indptr[row], matrix.indptr[row + 1]
-            others = matrix.data[start:end][matrix.indices[start:end] != row]
-            others = np.sort(others)
-            values.append(others[k - 1] if len(others) >= k else 1.0)
-        return np.asarray(values, dtype=np.float64)
-    dense = np.array(distances, dtype=np.float64, copy=True)
-    np.fill_diagonal(dense, np.inf)
-    kth = np.partition(dense, k - 1, axis=1)[:, k - 1]
-    return np.minimum(kth, 1.0)
-
-
 def _changed_keys(before: dict, after: dict) -> list[str]:
     changed = []
     for section, values in after.items():
@@ -732,4 +712,4 @@ def train(config: Config, output_dir: str | os.PathLike | None = None, **options
     return trainer.fit()
 
 
-__all__ = ["Hook", "Trainer", "derived_seed", "evaluate_model", "kth_neighbour_distance", "train"]
+__all__ = ["Hook", "Trainer", "derived_seed", "evaluate_model", "train"]

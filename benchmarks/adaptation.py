@@ -65,6 +65,7 @@ DOC_PATH = REPO_ROOT / "docs" / "benchmarks.md"
 BEGIN_MARKER = "<!-- adaptation:begin -->"
 END_MARKER = "<!-- adaptation:end -->"
 MAIN_LABEL = "adapt"
+_ABSENT = object()  # a key a config lacks: it differs from any value
 
 Item = tuple[str, int, int]
 
@@ -464,23 +465,15 @@ def config_differences(reference: dict[str, dict], config: dict[str, dict],
     A key that ``config`` lacks (a run stored before the option existed) counts with its value in
     ``defaults``, the option's default: that is how such a run behaved.
     """
+    defaults = defaults or {}
+    sections = [*config, *(section for section in defaults if section not in config)]
     changed = []
-    for section, values in reference.items():
-        stored = config.get(section) or {}
-        for key, reference_value in values.items():
+    for section in sections:
+        reference_values = reference.get(section) or {}
+        assumed = {key: value for key, value in (defaults.get(section) or {}).items() if key in reference_values}
+        for key, value in {**assumed, **(config.get(section) or {})}.items():
             name = f"{section}.{key}"
-            if key in stored:
-                value = stored[key]
-            elif defaults is not None and key in (defaults.get(section) or {}):
-                value = defaults[section][key]
-            else:
-                continue
-            if name not in IGNORED_KEYS and value != reference_value:
-                changed.append((name, value))
-    for section, values in config.items():
-        for key, value in values.items():
-            name = f"{section}.{key}"
-            if name not in IGNORED_KEYS and key not in (reference.get(section) or {}):
+            if name not in IGNORED_KEYS and reference_values.get(key, _ABSENT) != value:
                 changed.append((name, value))
     return changed
 

@@ -230,7 +230,8 @@ def _read_pooled(roots: list, pattern, scan: dict) -> ReIDDataset:
             (path, pid + identity_offset if pid >= 0 else -1, camid + camera_offset) for path, pid, camid in items
         )
         identity_offset += num_identities
-        camera_sources.update({camera: source for camera in range(camera_offset, camera_offset + max(len(cameras), 1))})
-        camera_offset += max(len(cameras), 1)
+        num_cameras = max(len(cameras), 1)
+        camera_sources.update({camera: source for camera in range(camera_offset, camera_offset + num_cameras)})
+        camera_offset += num_cameras
     return ReIDDataset("folder", train=train, root=", ".join(str(Path(root)) for root in roots),
                        camera_sources=camera_sources)

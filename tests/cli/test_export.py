@@ -1,21 +1,11 @@
 import re
 
 import pytest
-import torch
 
 pytest.importorskip("onnxruntime")
 
 from hhcl.cli import main  # noqa: E402
 from hhcl.retrieval.onnx_backend import onnx_session, read_onnx_metadata  # noqa: E402
-from hhcl.models import build_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def osnet_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "osnet_x0_25.pth"
-    torch.save(build_model("osnet_x0_25").state_dict(), path)
-    return path
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

@@ -2,20 +2,15 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from hhcl.cli import main
-from hhcl.models import build_model
 from hhcl.retrieval import FeatureExtractor
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "osnet_x0_25.pth"
-    torch.save(build_model("osnet_x0_25").state_dict(), path)
-    return path
+def weights(osnet_weights):
+    return osnet_weights
 
 
 @pytest.fixture

@@ -4,26 +4,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from hhcl.cli import main
-from hhcl.models import build_model
 from hhcl.retrieval import FeatureExtractor
 from hhcl.retrieval.visualize import FALSE_MATCH_COLOR, PAD, QUERY_COLOR, QUERY_GAP, TRUE_MATCH_COLOR, ranked_grid_size
 
-OSNET_WEIGHTS = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "osnet_x0_25_msmt17.pth"
 TOPK = 4
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    if OSNET_WEIGHTS.is_file():
-        return OSNET_WEIGHTS
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "osnet_x0_25_random.pth"
-    torch.save(build_model("osnet_x0_25").state_dict(), path)
-    return path
+def weights(pretrained_osnet_weights) -> Path:
+    return pretrained_osnet_weights
 
 
 def person(rng, shirt, trousers, height=96, width=48) -> Image.Image:

@@ -13,21 +13,14 @@ from hhcl.errors import HHCLError
 from hhcl.models import build_model
 from hhcl.retrieval import FeatureExtractor
 
-OSNET_WEIGHTS = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "osnet_x0_25_msmt17.pth"
 # Most tests run at half the default input size and embed five images in one batch: CPU time on a
 # shared machine, and every new batch shape costs oneDNN a new set of kernels.
 SMALL = dict(height=128, width=64, batch_size=8)
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    """The real MSMT17 OSNet when ../shared has it, else a random one of the same architecture."""
-    if OSNET_WEIGHTS.is_file():
-        return OSNET_WEIGHTS
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "osnet_x0_25_random.pth"
-    torch.save(build_model("osnet_x0_25").state_dict(), path)
-    return path
+def weights(pretrained_osnet_weights) -> Path:
+    return pretrained_osnet_weights
 
 
 @pytest.fixture(scope="module")

@@ -84,13 +84,38 @@ class ClusterConfig:
     reliability_margin: float = 0.0
     reliability_threshold: float = 0.5
     # cluster on features minus each camera's mean (hhcl.cluster.camera); the loss keeps the model's own.
+    # A camera's mean is shrunk towards the pool's mean with a prior of camera_prior_images images,
+    # so that a camera of one or two images is (almost) not centred on itself.
     camera_centering: bool = False
+    camera_prior_images: float = 4.0
+    # Few-shot pools (two images a person) give DBSCAN no core point: two outliers that are each
+    # other's nearest neighbour (on the clustering features) become a pseudo-identity of two.
+    pair_outliers: bool = False
     # No pseudo-identity spans two sources (roots pooled with --root a b, which share no person):
     # clusters are cut by source, and a lone image left over becomes an outlier.
     separate_sources: bool = False
     # DBSCAN's outliers: "drop" them for the epoch (the paper), or keep each as a one-image
-    # pseudo-identity of its own in the memory and the sampler ("instances", as SpCL does).
+    # pseudo-identity of its own ("instances", as SpCL does): a memory row and a place in the
+    # batches (its K draws are augmented copies of the one image), its row updated like a cluster's.
     outliers: str = "drop"
+
+
+@dataclass
+class GuardConfig:
+    """The label-free guard (hhcl.cluster.guard): each epoch, is there enough pseudo-label signal to train on?
+
+    It reads the pool alone, never a test label. An epoch whose pseudo-labels hold too few images,
+    too little cross-camera support, or that fall apart when eps moves is not trained on; when no
+    epoch has trained, the run keeps the starting model and says so. Features that drift far from
+    the starting model's neighbourhoods stop the adaptation where it is.
+    """
+
+    enabled: bool = False
+    min_clustered_share: float = 0.25  # images in clusters of two or more, over the pool
+    min_cross_camera_share: float = 0.2  # clustered images whose cluster spans two cameras (pools with cameras)
+    min_eps_stability: float = 0.5  # clustered images whose cluster survives eps -/+ the reliability margin
+    max_drift: float = 0.6  # mean share of each image's 10 nearest neighbours no longer among the starting ones
+    neighbours: int = 10
 
 
 @dataclass
@@ -149,6 +174,7 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -198,6 +224,12 @@ class Config:
             ("cluster.reliability_threshold", 0 < self.cluster.reliability_threshold <= 1, "in (0, 1]"),
             ("model.init_mix", 0 <= self.model.init_mix < 1, "in [0, 1): the share of the starting weights kept"),
             ("cluster.outliers", self.cluster.outliers in OUTLIER_MODES, f"one of {', '.join(OUTLIER_MODES)}"),
+            ("cluster.camera_prior_images", self.cluster.camera_prior_images >= 0, "a number >= 0"),
+            ("guard.min_clustered_share", 0 <= self.guard.min_clustered_share <= 1, "in [0, 1]"),
+            ("guard.min_cross_camera_share", 0 <= self.guard.min_cross_camera_share <= 1, "in [0, 1]"),
+            ("guard.min_eps_stability", 0 <= self.guard.min_eps_stability <= 1, "in [0, 1]"),
+            ("guard.max_drift", 0 < self.guard.max_drift <= 1, "in (0, 1]"),
+            ("guard.neighbours", self.guard.neighbours >= 1, "at least 1"),
             ("optim.lr", self.optim.lr > 0, "a positive number"),
             ("optim.step_size", self.optim.step_size >= 1, "at least 1"),
             ("dataset.height", self.dataset.height >= 8, "at least 8"),

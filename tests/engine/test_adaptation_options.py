@@ -67,7 +67,8 @@ def test_reliability_options_reach_the_clustering(tiny_config):
                          "cluster.eps_selection=clusters", "train.epochs=1")
     trainer = Trainer(config, None, progress=False)
     features = trainer.extract_train_features()
-    labels, stats = trainer.assign_labels(features)
+    assignment = trainer.assign_labels(features)
+    labels, stats = assignment.labels, assignment.stats
     assert stats["eps"] in (0.5, 0.6, 0.7)
     assert set(stats["eps_search"]) == {0.5, 0.6, 0.7}
     assert stats["num_clusters"] == stats["eps_search"][stats["eps"]]
@@ -82,8 +83,8 @@ def test_camera_centering_clusters_the_centred_features(tiny_config):
     features = trainer.extract_train_features()
     cameras = [camid for _, _, camid in trainer.dataset.train]
     assert len(set(cameras)) > 1
-    labels, _ = trainer.assign_labels(features)
-    expected, _ = pseudo_labels(camera_centered_features(features, cameras), eps=0.7, min_samples=4, k1=10, k2=3)
+    labels = trainer.assign_labels(features).labels
+    expected, _ = pseudo_labels(camera_centered_features(features, cameras)[0], eps=0.7, min_samples=4, k1=10, k2=3)
     plain, _ = pseudo_labels(features, eps=0.7, min_samples=4, k1=10, k2=3)
     assert (labels == expected).all()
     assert not (labels == plain).all()
@@ -135,7 +136,8 @@ def test_separate_sources_cuts_clusters_at_the_pooled_folders(tiny_config):
     # pretend each camera of the toy set came from a folder of its own
     trainer.dataset.camera_sources = {camid: camid for _, _, camid in trainer.dataset.train}
     features = trainer.extract_train_features()
-    labels, stats = trainer.assign_labels(features)
+    assignment = trainer.assign_labels(features)
+    labels, stats = assignment.labels, assignment.stats
     pooled, _ = pseudo_labels(features, eps=0.7, min_samples=4, k1=10, k2=3)
     cameras = np.array([camid for _, _, camid in trainer.dataset.train])
     assert any(len(set(cameras[pooled == c])) > 1 for c in set(pooled.tolist()) - {-1})

@@ -178,7 +178,7 @@ def test_every_memory_mode_trains(tmp_path, tiny_config, mode):
 def test_official_loss_form_reaches_the_memory(tiny_config):
     trainer = Trainer(tiny_config("memory.loss_form=official", "memory.hard_weight=0.3"), None, progress=False)
     features = trainer.extract_train_features()
-    labels, _ = trainer.assign_labels(features)
+    labels = trainer.assign_labels(features).labels
     memory = trainer.build_memory(features, labels, epoch=0)
     assert (memory.loss_form, memory.hard_weight) == ("official", 0.3)
     # the memory starts from the normalised cluster means

@@ -144,11 +144,12 @@ class TrainLoader:
         seed: int,
         iters: int,
         strict: bool,
+        keep_singletons: bool = False,
     ) -> None:
         self.paths = list(paths)
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
         self.strict = strict
-        self.sampler = PKSampler(labels, cams, num_instances, seed)
+        self.sampler = PKSampler(labels, cams, num_instances, seed, keep_singletons=keep_singletons)
         if len(self.sampler) == 0:
             raise HHCLError(
                 "no identity (or cluster) has two or more images, so there is nothing to sample; "
@@ -184,6 +185,7 @@ def build_train_loader(
     seed: int = 0,
     iters: int = 200,
     strict: bool = False,
+    keep_singletons: bool = False,
 ) -> TrainLoader:
     """Training loader over ``items`` with (pseudo-)``labels`` (N,), negative for outliers.
 
@@ -191,6 +193,7 @@ def build_train_loader(
     int64 (B,))``, ``B = batch_size``: ``batch_size / num_instances`` identities x
     ``num_instances`` images, drawn by :class:`hhcl.data.sampler.PKSampler` with the cameras of
     ``items`` when they are ``(path, pid, camid)`` tuples. Deterministic by ``seed``.
+    ``keep_singletons``: one-image identities take part (K augmented views of the image).
     """
     if batch_size < 1 or iters < 1:
         raise HHCLError(f"batch_size and iters must be positive, got batch_size={batch_size} iters={iters}")
@@ -204,5 +207,6 @@ def build_train_loader(
         raise ValueError(f"labels has shape {label_array.shape}, expected ({len(items)},)")
     cams = np.array([item[2] for item in items], dtype=np.int64) if items and isinstance(items[0], tuple) else None
     return TrainLoader(
-        item_paths(items), label_array, cams, batch_size, num_instances, height, width, num_workers, seed, iters, strict
+        item_paths(items), label_array, cams, batch_size, num_instances, height, width, num_workers, seed, iters, strict,
+        keep_singletons,
     )

@@ -8,7 +8,9 @@ drawn without replacement when the pool holds at least K-1 images, with replacem
 Consecutive batches of ``P * K`` indices thus hold P identities with K images each.
 
 Identities with a single image have nothing to pair with and are left out, as are negative labels
-(DBSCAN outliers). Cameras may be unknown (``cams=None``): every image then counts as one camera.
+(DBSCAN outliers), unless ``keep_singletons``: a one-image identity (an outlier kept as an instance
+of its own, SpCL style) then takes part like any other, its K draws all the one image, which the
+batched augmentation makes K different views of. Cameras may be unknown (``cams=None``): every image then counts as one camera.
 The whole pass is computed with a few array operations, not a loop over identities.
 """
 
@@ -24,7 +26,7 @@ from hhcl.errors import HHCLError
 
 
 def pk_indices(
-    labels: np.ndarray, cams: np.ndarray, num_instances: int, rng: np.random.Generator
+    labels: np.ndarray, cams: np.ndarray, num_instances: int, rng: np.random.Generator, keep_singletons: bool = False
 ) -> np.ndarray:
     """One pass of the camera-aware PK sampling.
 
@@ -44,8 +46,8 @@ def pk_indices(
     group_labels = labels[candidates]
     starts = np.flatnonzero(np.r_[True, group_labels[1:] != group_labels[:-1]])
     sizes = np.diff(np.r_[starts, candidates.size])
-    # A single image has nothing to pair with.
-    keep = sizes >= 2
+    # A single image has nothing to pair with (unless it stands as an instance of its own).
+    keep = sizes >= (1 if keep_singletons else 2)
     members = candidates[np.repeat(keep, sizes)]
     sizes = sizes[keep]
     num_groups = sizes.size
@@ -72,7 +74,9 @@ def pk_indices(
     with_replacement = pool_size[:, None] < needed
     random_draws = np.floor(rng.random((num_groups, needed)) * pool_size[:, None]).astype(np.int64)
     draws = np.where(with_replacement, random_draws, draws)
-    picked = members[first[:, None] + draws]
+    # a singleton's pool is empty: every draw is the anchor itself
+    draws = np.where((sizes > 1)[:, None], draws, -1)
+    picked = members[first[:, None] + draws + (sizes == 1)[:, None]]
 
     batch = np.concatenate([anchors[:, None], picked], axis=1)
     return batch[rng.permutation(num_groups)].reshape(-1)
@@ -92,6 +96,7 @@ class PKSampler(Sampler[int]):
         cams: Sequence[int] | np.ndarray | torch.Tensor | None,
         num_instances: int,
         seed: int = 0,
+        keep_singletons: bool = False,
     ) -> None:
         self.labels = _as_int_array(labels)
         if cams is None:
@@ -105,8 +110,9 @@ class PKSampler(Sampler[int]):
         self.num_instances = int(num_instances)
         self.seed = int(seed)
         self.epoch = 0
+        self.keep_singletons = bool(keep_singletons)
         _, counts = np.unique(self.labels[self.labels >= 0], return_counts=True)
-        self.num_identities = int((counts >= 2).sum())
+        self.num_identities = int((counts >= (1 if keep_singletons else 2)).sum())
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -117,7 +123,7 @@ class PKSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
-        return iter(pk_indices(self.labels, self.cams, self.num_instances, rng).tolist())
+        return iter(pk_indices(self.labels, self.cams, self.num_instances, rng, self.keep_singletons).tolist())
 
 
 def _as_int_array(values) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,15 @@ class EpochRecord:
     seconds: dict[str, float]  # extract, cluster, train, evaluate
     train_images_per_second: float
     metrics: dict[str, float] | None = None
-    notes: list[str] = field(default_factory=list)
+    guard: dict[str, Any] | None = None  # the label-free guard's statistics and decision (hhcl.cluster.guard)
 
     def summary_line(self, num_epochs: int) -> str:
         outlier_share = 100.0 * self.num_outliers / max(self.num_images, 1)
         parts = [f"epoch {self.epoch}/{num_epochs}", f"{self.num_clusters} clusters",
                  f"{self.num_outliers} outliers ({outlier_share:.1f}%)", f"loss {self.loss:.3f}",
                  f"lr {self.lr:.2e}"]
+        if self.guard is not None:
+            parts.append(guard_summary(self.guard))
         if self.metrics is not None:
             parts.append(f"mAP {self.metrics['mAP']:.1f}% rank-1 {self.metrics['rank1']:.1f}%")
         timing = ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.seconds.items())
@@ -45,6 +47,14 @@ class EpochRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def guard_summary(guard: dict[str, Any]) -> str:
+    """The guard's statistics in a few words: ``guard train (clustered 62%, cross-camera 80%, ...)``."""
+    names = (("clustered_share", "clustered"), ("cross_camera_share", "cross-camera"),
+             ("eps_stability", "eps-stable"), ("epoch_stability", "stable vs last epoch"), ("drift", "drift"))
+    shown = [f"{label} {100 * guard[key]:.0f}%" for key, label in names if guard.get(key) is not None]
+    return f"guard {guard.get('decision', '?')} ({', '.join(shown)})"
 
 
 class RunLog:

@@ -63,6 +63,14 @@ class Hook:
 
     def before_epoch(self, trainer: "Trainer", epoch: int) -> None: ...
 
+    def train_features(self, trainer: "Trainer") -> torch.Tensor | None:
+        """The epoch's ``(N, D)`` training features when this hook already has them (extracted with the
+        current weights, e.g. by its own evaluation pass), or None to let the trainer extract them."""
+        return None
+
+    def after_cluster(self, trainer: "Trainer", assignment) -> None:
+        """The epoch's :class:`hhcl.cluster.assign.Assignment`, before any update."""
+
     def after_iteration(self, trainer: "Trainer", loss: float) -> None: ...
 
     def after_epoch(self, trainer: "Trainer", record: EpochRecord) -> None: ...
@@ -213,6 +221,9 @@ class Trainer:
         self.iteration = 0  # completed optimizer steps
         self.memory: ClusterMemory | None = None
         self.pseudo_labels: np.ndarray | None = None
+        self.initial_neighbours: np.ndarray | None = None  # the guard's reference: the starting model's kNN
+        self.trained_epochs = 0  # epochs whose updates ran (the guard may hold some back)
+        self.stop_reason: str | None = None  # why the guard ended the adaptation early
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"mAP": None, "epoch": None}
 
@@ -276,7 +287,7 @@ class Trainer:
                  f", {self.context.world_size} processes" if self.context.enabled else "")
         start = time.perf_counter()
         try:
-            while self.epoch < config.train.epochs:
+            while self.epoch < config.train.epochs and self.stop_reason is None:
                 self.train_epoch()
             final = self._finish()
         finally:
@@ -297,28 +308,37 @@ class Trainer:
         seconds["extract"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        labels, _ = self.assign_labels(features)
+        assignment = self.assign_labels(features)
         seconds["cluster"] = time.perf_counter() - tick
-        num_clusters = int(labels.max()) + 1 if (labels >= 0).any() else 0
+        labels = assignment.labels
+        num_clusters = assignment.num_clusters
         num_outliers = int((labels < 0).sum())
         sizes = np.bincount(labels[labels >= 0]) if num_clusters else np.zeros(0)
         log.info("epoch %d: %d clusters, %d outliers of %d images, cluster sizes %s", epoch + 1, num_clusters,
                  num_outliers, len(labels), ", ".join(f"{k} {v:g}" for k, v in quantiles(sizes).items()))
         self.pseudo_labels = labels
-        if config.cluster.outliers == "instances" and not config.train.supervised:
-            from hhcl.cluster.pseudo_labels import outliers_as_instances
+        self.initial_neighbours = assignment.initial_neighbours
+        guard = assignment.stats.get("guard")
+        for hook in self.hooks:
+            hook.after_cluster(self, assignment)
 
-            labels = outliers_as_instances(labels)
-
-        self.memory = self.build_memory(features, labels, epoch)
-        del features
-        loader = self.build_train_loader(labels, epoch)
-
-        tick = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
-        mean_loss = distributed.mean_over_ranks(self.train_iterations(loader, epoch), self.device)
-        seconds["train"] = time.perf_counter() - tick
-        images_per_second = config.train.iters * config.train.batch_size / max(seconds["train"], 1e-9)
+        mean_loss, images_per_second = float("nan"), 0.0
+        if assignment.decision == "train":
+            self.memory = self.build_memory(features, assignment.train_labels, epoch)
+            del features
+            loader = self.build_train_loader(assignment.train_labels, epoch)
+            tick = time.perf_counter()
+            mean_loss = distributed.mean_over_ranks(self.train_iterations(loader, epoch), self.device)
+            seconds["train"] = time.perf_counter() - tick
+            images_per_second = config.train.iters * config.train.batch_size / max(seconds["train"], 1e-9)
+            self.trained_epochs += 1
+        else:
+            del features
+            kept = ("kept the starting model" if self.trained_epochs == 0
+                    else f"stopped adapting after {self.trained_epochs} trained epochs")
+            self.stop_reason = f"pseudo-labels too weak on this pool ({'; '.join(assignment.reasons)}): {kept}"
+            log.warning("%s", self.stop_reason)
         self.scheduler.step()
         # Without SyncBN each rank's BatchNorm statistics drift apart: keep rank 0's everywhere.
         distributed.broadcast_buffers(self.model)
@@ -332,7 +352,7 @@ class Trainer:
 
         record = EpochRecord(epoch=epoch + 1, num_clusters=num_clusters, num_outliers=num_outliers,
                              num_images=len(labels), cluster_size_quantiles=quantiles(sizes), loss=mean_loss, lr=lr,
-                             seconds=seconds, train_images_per_second=images_per_second, metrics=metrics)
+                             seconds=seconds, train_images_per_second=images_per_second, metrics=metrics, guard=guard)
         self.history.append(record.to_dict())
         self.run_log.epoch(record, config.train.epochs, self.iteration)
         if metrics is not None and config.evaluation.select_best:
@@ -346,7 +366,7 @@ class Trainer:
         if not has_labelled_test_split(self.dataset):
             return False
         every = self.config.evaluation.eval_every
-        last = self.epoch == self.config.train.epochs
+        last = self.epoch == self.config.train.epochs or self.stop_reason is not None
         return last or (every > 0 and self.epoch % every == 0)
 
     # -- 1. features ------------------------------------------------------------------------------
@@ -358,6 +378,10 @@ class Trainer:
         """
         from hhcl.models import extract_features
 
+        for hook in self.hooks:
+            supplied = hook.train_features(self)
+            if supplied is not None:
+                return supplied
         items = self.dataset.train
         shard = items[self.context.rank::self.context.world_size]
         features = extract_features(self.model, shard, batch_size=self.config.train.extract_batch_size,
@@ -370,63 +394,25 @@ class Trainer:
 
     # -- 2. pseudo-labels -------------------------------------------------------------------------
 
-    def assign_labels(self, features: torch.Tensor) -> tuple[np.ndarray, dict[str, Any]]:
-        """``(N,)`` int64 labels in ``[-1, C)``: pseudo-labels, or identities with ``train.supervised``."""
+    def assign_labels(self, features: torch.Tensor):
+        """This epoch's :class:`hhcl.cluster.assign.Assignment`: pseudo-labels, or identities with
+        ``train.supervised``. Rank 0 computes, every rank receives it."""
+        from hhcl.cluster.assign import Assignment, assign_pseudo_labels, identity_labels
+
         if self.config.train.supervised:
-            pids = np.array([pid for _, pid, _ in self.dataset.train], dtype=np.int64)
-            labels = np.full(len(pids), -1, dtype=np.int64)
-            known = pids >= 0
-            _, labels[known] = np.unique(pids[known], return_inverse=True)
-            return labels, {"num_clusters": int(labels.max()) + 1, "num_outliers": int((~known).sum())}
-        result = None
+            labels = identity_labels([pid for _, pid, _ in self.dataset.train])
+            return Assignment(labels=labels, train_labels=labels,
+                              stats={"num_clusters": int(labels.max()) + 1, "num_outliers": int((labels < 0).sum())})
+        assignment = None
         if self.context.is_main:
-            from hhcl.cluster import pseudo_labels
-
-            cluster = self.config.cluster
-            if cluster.camera_centering:
-                from hhcl.cluster.camera import camera_centered_features
-
-                features = camera_centered_features(features, [camid for _, _, camid in self.dataset.train])
-            if cluster.eps_candidates or cluster.eps_quantile is not None or cluster.reliability_margin > 0:
-                from hhcl.cluster.reliability import adaptive_pseudo_labels
-
-                labels, stats = adaptive_pseudo_labels(
-                    features, eps=cluster.eps, min_samples=cluster.min_samples, k1=cluster.k1, k2=cluster.k2,
-                    eps_quantile=cluster.eps_quantile, eps_candidates=cluster.eps_candidates,
-                    reliability_margin=cluster.reliability_margin, reliability_threshold=cluster.reliability_threshold,
-                    eps_selection=cluster.eps_selection)
-                log.info("eps %.3f, %d DBSCAN clusters, %d unreliable images left out", stats["eps"],
-                         stats["dbscan_clusters"], stats["unreliable_images"])
-            else:
-                labels, stats = pseudo_labels(features, eps=cluster.eps, min_samples=cluster.min_samples,
-                                              k1=cluster.k1, k2=cluster.k2, progress=self.progress)
-            labels = np.asarray(labels, dtype=np.int64)
-            if cluster.separate_sources and self.dataset.camera_sources:
-                from hhcl.cluster.pseudo_labels import cluster_statistics, split_clusters_by_group
-
-                labels = split_clusters_by_group(labels, self.dataset.train_sources())
-                stats = {**stats, **cluster_statistics(labels)}
-            error = None if (labels >= 0).any() else self._no_cluster_message(features)
-            result = (labels, stats, error)
-        labels, stats, error = distributed.broadcast_object(result)
-        if error is not None:
-            raise HHCLError(error)
-        return labels, stats
-
-    def _no_cluster_message(self, features: torch.Tensor) -> str:
-        from hhcl.cluster import jaccard_distance
-        from hhcl.cluster.reliability import kth_neighbour_distances
-
-        cluster = self.config.cluster
-        distances = jaccard_distance(features, k1=cluster.k1, k2=cluster.k2)
-        neighbour_distance = kth_neighbour_distances(distances, cluster.min_samples - 1)
-        spread = quantiles(neighbour_distance, (0.1, 0.5, 0.9))
-        suggestion = float(np.quantile(neighbour_distance, 0.5)) if len(neighbour_distance) else cluster.eps
-        return (f"DBSCAN found no cluster among {features.shape[0]} training images with cluster.eps = {cluster.eps} "
-                f"and min_samples = {cluster.min_samples}: the Jaccard distance to each image's "
-                f"{max(cluster.min_samples - 1, 1)}th neighbour has quantiles "
-                + ", ".join(f"{name} {value:.3f}" for name, value in spread.items())
-                + f"; try --set cluster.eps={math.ceil(suggestion * 100) / 100:.2f}")
+            assignment = assign_pseudo_labels(
+                features, [camid for _, _, camid in self.dataset.train], self.dataset.train_sources(),
+                self.config.cluster, self.config.guard, previous_labels=self.pseudo_labels,
+                initial_neighbours=self.initial_neighbours, progress=self.progress)
+        assignment = distributed.broadcast_object(assignment)
+        if assignment.error is not None:
+            raise HHCLError(assignment.error)
+        return assignment
 
     # -- 4. memory --------------------------------------------------------------------------------
 
@@ -568,6 +554,10 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "memory": memory,
             "pseudo_labels": torch.from_numpy(self.pseudo_labels) if self.pseudo_labels is not None else None,
+            "initial_neighbours": (torch.from_numpy(self.initial_neighbours)
+                                   if self.initial_neighbours is not None else None),
+            "trained_epochs": self.trained_epochs,
+            "stop_reason": self.stop_reason,
             "epoch": self.epoch,
             "iteration": self.iteration,
             "rng": rng_states,
@@ -598,6 +588,10 @@ class Trainer:
             self.memory = memory.to(self.device)
         if state.get("pseudo_labels") is not None:
             self.pseudo_labels = state["pseudo_labels"].numpy()
+        if state.get("initial_neighbours") is not None:
+            self.initial_neighbours = state["initial_neighbours"].numpy()
+        self.trained_epochs = int(state.get("trained_epochs", self.epoch))
+        self.stop_reason = state.get("stop_reason")
         rng_states = state["rng"]
         if len(rng_states) != self.context.world_size:
             log.warning("the checkpoint was written by %d processes and this run has %d: training continues, but "
@@ -645,6 +639,8 @@ class Trainer:
             "iterations": self.iteration,
             "selected_epoch": selected_epoch,
             "selected_by_test_labels": bool(config.evaluation.select_best),
+            "trained_epochs": self.trained_epochs,
+            "guard": {"enabled": bool(config.guard.enabled), "stop_reason": self.stop_reason},
             "final": final_metrics,
             "history": self.history,
         }

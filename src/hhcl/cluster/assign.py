@@ -1,0 +1,192 @@
+"""One epoch's pseudo-labels: every labelling policy, in one place, in the order it applies.
+
+    assignment = assign_pseudo_labels(features, cameras, sources, config.cluster, config.guard,
+                                      previous_labels=..., initial_neighbours=...)
+    assignment.labels        # (N,) int64, -1 = outlier: the pseudo-identities
+    assignment.train_labels  # what the memory and the sampler use (outliers as instances, or -1)
+    assignment.decision      # "train" or "hold" (the guard's), with assignment.reasons
+
+The steps, each switched by a key of ``cluster``:
+
+1. the features clustered on: the model's own, or camera-centred (``camera_centering``, with each
+   camera's mean shrunk towards the pool's, ``camera_prior_images``; :mod:`hhcl.cluster.camera`);
+2. k-reciprocal Jaccard distance and DBSCAN at ``eps`` (:mod:`hhcl.cluster.pseudo_labels`), or
+   with eps chosen per epoch and unreliable images dropped (:mod:`hhcl.cluster.reliability`);
+3. few-shot pairs (``pair_outliers``): two outliers that are each other's nearest neighbour become
+   a pseudo-identity of two, so that pools of two images a person still give positives;
+4. no pseudo-identity across two sources (``separate_sources``; pooled folders share nobody);
+5. the guard (``guard.enabled``; :mod:`hhcl.cluster.guard`): label-free statistics and the
+   decision to train on these labels or not;
+6. outliers as one-image identities (``outliers: instances``) or dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hhcl.cluster.guard import guard_decision, guard_statistics, neighbourhood_drift, own_neighbours
+from hhcl.cluster.pseudo_labels import cluster_statistics, outliers_as_instances, split_clusters_by_group
+
+log = logging.getLogger("hhcl")
+
+
+@dataclass
+class Assignment:
+    """One epoch's labels and what decided them."""
+
+    labels: np.ndarray
+    train_labels: np.ndarray
+    stats: dict = field(default_factory=dict)
+    decision: str = "train"
+    reasons: list[str] = field(default_factory=list)
+    initial_neighbours: np.ndarray | None = None  # the starting model's neighbour lists (the guard's drift)
+    error: str | None = None  # no cluster at all, without a guard to hold: why, and what to try
+
+    @property
+    def num_clusters(self) -> int:
+        return int(self.labels.max()) + 1 if (self.labels >= 0).any() else 0
+
+
+def identity_labels(pids) -> np.ndarray:
+    """``(N,)`` labels ``0..C-1`` from true identities (``train.supervised``); unknown (``< 0``) stay ``-1``."""
+    pids = np.asarray(pids, dtype=np.int64)
+    labels = np.full(len(pids), -1, dtype=np.int64)
+    known = pids >= 0
+    _, labels[known] = np.unique(pids[known], return_inverse=True)
+    return labels
+
+
+def mutual_neighbour_pairs(features, labels) -> np.ndarray:
+    """``labels`` where two outliers that are each other's nearest neighbour form a new pseudo-identity.
+
+    ``features``: ``(N, D)`` L2-normalised (those clustered on). New ids follow the existing ones,
+    in order of the pair's first image. A mutual nearest neighbour is the tightest, parameter-free
+    pairing there is: it asks no distance threshold, and each image joins at most one pair.
+    """
+    from hhcl.cluster.knn import nearest_neighbours
+
+    labels = np.array(labels, dtype=np.int64)
+    n = labels.shape[0]
+    if n < 2 or not (labels < 0).any():
+        return labels
+    nearest = own_neighbours(nearest_neighbours(features, k=min(3, n)).indices, 1)[:, 0]
+    rows = np.arange(n)
+    pair = (nearest[nearest] == rows) & (rows < nearest) & (labels < 0) & (labels[nearest] < 0)
+    first = np.flatnonzero(pair)
+    new_ids = labels.max(initial=-1) + 1 + np.arange(first.size)
+    labels[first] = new_ids
+    labels[nearest[first]] = new_ids
+    return labels
+
+
+def no_cluster_message(features, cluster) -> str:
+    """Why DBSCAN found nothing, with the eps that would have clustered half the images."""
+    from hhcl.cluster import jaccard_distance
+    from hhcl.cluster.reliability import kth_neighbour_distances
+
+    distances = jaccard_distance(features, k1=cluster.k1, k2=cluster.k2)
+    neighbour_distance = kth_neighbour_distances(distances, cluster.min_samples - 1)
+    spread = {f"q{int(p * 100)}": float(np.quantile(neighbour_distance, p)) for p in (0.1, 0.5, 0.9)}
+    suggestion = float(np.quantile(neighbour_distance, 0.5)) if len(neighbour_distance) else cluster.eps
+    return (f"DBSCAN found no cluster among {features.shape[0]} training images with cluster.eps = {cluster.eps} "
+            f"and min_samples = {cluster.min_samples}: the Jaccard distance to each image's "
+            f"{max(cluster.min_samples - 1, 1)}th neighbour has quantiles "
+            + ", ".join(f"{name} {value:.3f}" for name, value in spread.items())
+            + f"; try --set cluster.eps={math.ceil(suggestion * 100) / 100:.2f}")
+
+
+def _dbscan(features, cluster, progress: bool) -> tuple[np.ndarray, dict]:
+    from hhcl.cluster import pseudo_labels
+
+    if cluster.eps_candidates or cluster.eps_quantile is not None or cluster.reliability_margin > 0:
+        from hhcl.cluster.reliability import adaptive_pseudo_labels
+
+        labels, stats = adaptive_pseudo_labels(
+            features, eps=cluster.eps, min_samples=cluster.min_samples, k1=cluster.k1, k2=cluster.k2,
+            eps_quantile=cluster.eps_quantile, eps_candidates=cluster.eps_candidates,
+            reliability_margin=cluster.reliability_margin, reliability_threshold=cluster.reliability_threshold,
+            eps_selection=cluster.eps_selection)
+        log.info("eps %.3f, %d DBSCAN clusters, %d unreliable images left out", stats["eps"],
+                 stats["dbscan_clusters"], stats["unreliable_images"])
+    else:
+        labels, stats = pseudo_labels(features, eps=cluster.eps, min_samples=cluster.min_samples,
+                                      k1=cluster.k1, k2=cluster.k2, progress=progress)
+    return np.asarray(labels, dtype=np.int64), stats
+
+
+def assign_pseudo_labels(features, cameras, sources, cluster, guard, *, previous_labels=None,
+                         initial_neighbours=None, progress: bool = False) -> Assignment:
+    """Pseudo-labels of the ``(N, D)`` L2-normalised ``features`` (the model's own) of one epoch.
+
+    ``cameras`` and ``sources`` are ``(N,)`` integers (the pooled folder of each image; zeros for
+    one source). ``cluster`` and ``guard`` are the config's sections. ``previous_labels`` (last
+    epoch's) and ``initial_neighbours`` (the first epoch's neighbour lists, returned in the
+    assignment) feed the guard's stability and drift.
+    """
+    start = time.perf_counter()
+    features = torch.as_tensor(features).float()
+    cameras = np.asarray(cameras, dtype=np.int64)
+    sources = np.asarray(sources, dtype=np.int64)
+    clustered_on = features
+    extra: dict = {}
+    if cluster.camera_centering:
+        from hhcl.cluster.camera import camera_centered_features
+
+        clustered_on, own_weight = camera_centered_features(features, cameras, cluster.camera_prior_images)
+        few = int((own_weight < 0.5).sum())
+        extra["cameras_mostly_uncentred"] = few
+        if few:
+            log.info("%d of %d cameras hold fewer than %g images: their mean is shrunk towards the pool's, so they "
+                     "are mostly left uncentred", few, len(own_weight), cluster.camera_prior_images)
+
+    labels, stats = _dbscan(clustered_on, cluster, progress)
+    stats = {**stats, **extra}
+    if cluster.pair_outliers:
+        before = int(labels.max(initial=-1)) + 1
+        labels = mutual_neighbour_pairs(clustered_on, labels)
+        stats["mutual_pairs"] = int(labels.max(initial=-1)) + 1 - before
+        log.info("%d pseudo-identities of two from mutual nearest neighbours among the outliers", stats["mutual_pairs"])
+    if cluster.separate_sources and len(np.unique(sources)) > 1:
+        labels = split_clusters_by_group(labels, sources)
+    stats.update(cluster_statistics(labels))
+
+    assignment = Assignment(labels=labels, train_labels=labels, stats=stats)
+    if guard.enabled:
+        tick = time.perf_counter()
+        from hhcl.cluster.knn import nearest_neighbours
+
+        k = min(guard.neighbours, max(len(labels) - 1, 1))
+        current = own_neighbours(nearest_neighbours(features, k=min(k + 1, len(labels))).indices, k)
+        if initial_neighbours is None or np.shape(initial_neighbours) != current.shape:
+            initial_neighbours = current
+        eps_stability = None
+        if "unreliable_images" in stats:
+            reliable = int((labels >= 0).sum())
+            eps_stability = reliable / max(reliable + int(stats["unreliable_images"]), 1)
+        statistics = guard_statistics(labels, cameras, sources, previous_labels=previous_labels,
+                                      eps_stability=eps_stability,
+                                      drift=neighbourhood_drift(current, initial_neighbours))
+        assignment.decision, assignment.reasons = guard_decision(statistics, guard)
+        assignment.initial_neighbours = np.asarray(initial_neighbours)
+        stats["guard"] = {**statistics, "decision": assignment.decision, "reasons": list(assignment.reasons),
+                          "seconds": time.perf_counter() - tick}
+    if not (labels >= 0).any():
+        if guard.enabled:
+            assignment.decision = "hold"
+            if not assignment.reasons:
+                assignment.reasons = ["no pseudo-identity formed"]
+        else:
+            assignment.error = no_cluster_message(clustered_on, cluster)
+    elif cluster.outliers == "instances":
+        assignment.train_labels = outliers_as_instances(labels)
+    stats["assign_seconds"] = time.perf_counter() - start
+    return assignment
+
+
+__all__ = ["Assignment", "assign_pseudo_labels", "identity_labels", "mutual_neighbour_pairs", "no_cluster_message"]

@@ -90,7 +90,7 @@ def test_camera_centering_clusters_the_centred_features(tiny_config):
     assert not (labels == plain).all()
 
 
-def test_outliers_as_instances_enter_the_memory_and_the_batches(tiny_config):
+def test_outliers_as_instances_enter_the_memory(tiny_config):
     trainer = Trainer(tiny_config("cluster.outliers=instances", "cluster.eps=0.45", "train.epochs=1"), None,
                       progress=False)
     trainer.fit()
@@ -144,3 +144,70 @@ def test_separate_sources_cuts_clusters_at_the_pooled_folders(tiny_config):
     np.testing.assert_array_equal(labels, split_clusters_by_group(pooled, cameras))
     assert all(len(set(cameras[labels == c])) == 1 for c in set(labels.tolist()) - {-1})
     assert stats["num_clusters"] == labels.max() + 1
+
+
+def test_the_guard_keeps_the_starting_weights_when_no_cluster_is_usable(tmp_path, tiny_config, caplog):
+    import json
+    import logging
+
+    start = tmp_path / "start.pth"
+    torch.save({"model": Trainer(tiny_config("train.epochs=1"), None, progress=False).model.state_dict()}, start)
+    config = tiny_config(f"model.init_weights={start}", "model.init_mix=0.5", "guard.enabled=true",
+                         "cluster.eps=0.05", "train.epochs=3")
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    initial = {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+    with caplog.at_level(logging.INFO, logger="hhcl"):
+        summary = trainer.fit()
+    assert "pseudo-labels too weak on this pool" in caplog.text and "kept the starting model" in caplog.text
+    assert trainer.trained_epochs == 0 and trainer.epoch == 1  # the next epochs would see the same features
+    saved = torch.load(tmp_path / "run" / "model.pth", weights_only=True)["model"]
+    for name, tensor in initial.items():
+        torch.testing.assert_close(saved[name].float(), tensor.float(), atol=1e-6, rtol=0)
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written["guard"]["stop_reason"].startswith("pseudo-labels too weak")
+    assert written["history"][0]["guard"]["decision"] == "hold"
+    assert summary["trained_epochs"] == 0
+
+
+def test_the_guard_lets_usable_pseudo_labels_train(tiny_config):
+    trainer = Trainer(tiny_config("guard.enabled=true", "guard.min_cross_camera_share=0", "train.epochs=2"), None,
+                      progress=False)
+    trainer.fit()
+    assert trainer.trained_epochs == 2 and trainer.stop_reason is None
+    guard = trainer.history[-1]["guard"]
+    assert guard["decision"] == "train" and guard["clustered_share"] > 0.25
+    assert guard["epoch_stability"] is not None and 0 <= guard["drift"] <= 1
+
+
+def test_outlier_instances_are_trained_on_and_their_memory_rows_move(tiny_config):
+    from hhcl.cluster.pseudo_labels import outliers_as_instances
+
+    trainer = Trainer(tiny_config("cluster.outliers=instances", "cluster.eps=0.45", "train.epochs=1",
+                                  "train.iters=6", "memory.mode=centroid"), None, progress=False)
+    features = trainer.extract_train_features()
+    assignment = trainer.assign_labels(features)
+    labels = assignment.train_labels
+    num_clusters = assignment.num_clusters
+    assert len(labels) > num_clusters and (labels >= num_clusters).any()
+    loader = trainer.build_train_loader(labels, epoch=0)
+    seen = torch.cat([targets for _, targets, _ in loader])
+    assert (seen >= num_clusters).any()  # one-image identities are in the batches
+    trainer.fit()
+    memory = trainer.memory
+    start = torch.nn.functional.normalize(features, dim=1)
+    instance_rows = torch.arange(num_clusters, memory.num_clusters)
+    images = torch.from_numpy(np.flatnonzero(outliers_as_instances(trainer.pseudo_labels) >= num_clusters))
+    moved = ~torch.isclose(memory.centroid_memory[instance_rows], start[images], atol=1e-6).all(dim=1)
+    assert moved.any()
+
+
+def test_a_pool_holding_a_one_image_camera_trains(tiny_config):
+    from hhcl.data import load_dataset
+
+    config = tiny_config("cluster.camera_centering=true", "train.epochs=1")
+    dataset = load_dataset("synthetic", config.dataset.root, **config.dataset.options)
+    path, pid, _ = dataset.train[0]
+    dataset.train[0] = (path, pid, 99)  # a camera of its own
+    trainer = Trainer(config, None, dataset=dataset, progress=False)
+    summary = trainer.fit()
+    assert trainer.trained_epochs == 1 and np.isfinite(summary["history"][0]["loss"])

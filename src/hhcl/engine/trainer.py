@@ -440,7 +440,9 @@ class Trainer:
                                   num_instances=self.config.train.num_instances, height=self.config.dataset.height,
                                   width=self.config.dataset.width, num_workers=self.config.dataset.num_workers,
                                   seed=derived_seed(self.config.train.seed, "sampler", epoch, self.context.rank),
-                                  iters=self.config.train.iters)
+                                  iters=self.config.train.iters,
+                                  keep_singletons=self.config.cluster.outliers == "instances"
+                                  and not self.config.train.supervised)
 
     # -- 6. iterations ----------------------------------------------------------------------------
 

@@ -72,14 +72,16 @@ def k_reciprocal_sets(ranked: np.ndarray, width: int) -> sp.csr_matrix:
     return mutual
 
 
-def expanded_neighbourhoods(ranked: np.ndarray, k1: int) -> sp.csr_matrix:
+def expanded_neighbourhoods(ranked: np.ndarray, k1: int, half: int | None = None) -> sp.csr_matrix:
     """E(i): the k1-reciprocal set of i grown by the half-reciprocal sets of its members that
     overlap it by more than 2/3 (step 2 of the module docstring).
 
-    ranked: (N, >= k1) int64. Returns (N, N) CSR pattern, data int32 ones, sorted indices.
+    ranked: (N, >= k1) int64. half: the prefix behind R_half, half_width(k1) unless given (the
+    re-ranking counts k1 without the point itself, so its prefixes are k1 + 1 and half_width(k1)).
+    Returns (N, N) CSR pattern, data int32 ones, sorted indices.
     """
     reciprocal = k_reciprocal_sets(ranked, k1)
-    half = k_reciprocal_sets(ranked, half_width(k1))
+    half = k_reciprocal_sets(ranked, half_width(k1) if half is None else half)
     half_sizes = np.diff(half.indptr)
     # overlap[i, c] = |R(i) & R_half(c)|, read only where c is in R(i).
     overlap = (reciprocal @ half).tocsr()  # the reciprocal relation is symmetric: half.T == half
@@ -98,6 +100,29 @@ def expanded_neighbourhoods(ranked: np.ndarray, k1: int) -> sp.csr_matrix:
     return expanded
 
 
+def stored_pair_values(
+    ranked: np.ndarray, stored: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The values stored with the ranked lists for the pairs (rows[t], cols[t]).
+
+    ranked: (N, K) int64, -1 for missing neighbours. stored: (N, K), the value of each listed
+    pair (a similarity, a distance). rows, cols: (P,) int64.
+    Returns values (P,) float64, 0 where the pair is not listed, and found (P,) bool.
+    """
+    n = ranked.shape[0]
+    by_index = np.argsort(ranked, axis=1)
+    known_cols = np.take_along_axis(ranked, by_index, axis=1)
+    known_values = np.take_along_axis(stored, by_index, axis=1).astype(np.float64)
+    valid = known_cols >= 0
+    # Sorted within rows and rows in order: the keys are sorted overall.
+    known_keys = (np.arange(n, dtype=np.int64)[:, None] * n + known_cols)[valid]
+    known_values = known_values[valid]
+    wanted = rows.astype(np.int64) * n + cols
+    slot = np.minimum(np.searchsorted(known_keys, wanted), known_keys.shape[0] - 1)
+    found = known_keys[slot] == wanted
+    return np.where(found, known_values[slot], 0.0), found
+
+
 def pair_similarities(
     features: torch.Tensor,
     ranked: np.ndarray,
@@ -111,18 +136,7 @@ def pair_similarities(
     by the expansion) are computed from `features` (N, D) on its device.
     ranked, ranked_similarities: (N, k) from the kNN. rows, cols: (P,) int64, sorted by (row, col).
     """
-    n = ranked.shape[0]
-    by_index = np.argsort(ranked, axis=1)
-    known_cols = np.take_along_axis(ranked, by_index, axis=1)
-    known_sims = np.take_along_axis(ranked_similarities, by_index, axis=1).astype(np.float64)
-    valid = known_cols >= 0
-    # Sorted within rows and rows in order: the keys are sorted overall.
-    known_keys = (np.arange(n, dtype=np.int64)[:, None] * n + known_cols)[valid]
-    known_sims = known_sims[valid]
-    wanted = rows.astype(np.int64) * n + cols
-    slot = np.minimum(np.searchsorted(known_keys, wanted), known_keys.shape[0] - 1)
-    found = known_keys[slot] == wanted
-    sims = np.where(found, known_sims[slot], 0.0)
+    sims, found = stored_pair_values(ranked, ranked_similarities, rows, cols)
     missing = np.flatnonzero(~found)
     pairs_per_batch = 1024
     points = features.numpy() if features.device.type == "cpu" else None

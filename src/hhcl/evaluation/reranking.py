@@ -26,6 +26,13 @@ import numpy as np
 import scipy.sparse as sparse
 import torch
 
+from hhcl.cluster.jaccard import (
+    expanded_neighbourhoods,
+    half_width,
+    k_reciprocal_sets,
+    neighbour_pattern,
+    stored_pair_values,
+)
 from hhcl.errors import HHCLError
 from hhcl.evaluation.distances import distance_block, pair_distances, row_norms
 from hhcl.evaluation.metrics import choose_rows_per_chunk
@@ -105,48 +112,18 @@ def nearest_neighbours(
     return Neighbourhoods(nearest, nearest_od, row_max)
 
 
-def neighbour_matrix(nearest: np.ndarray, width: int) -> sparse.csr_matrix:
-    """(N, N) 0/1 matrix with row i marking ``nearest[i, :width]``."""
-    num_points = nearest.shape[0]
-    width = min(width, nearest.shape[1])
-    matrix = sparse.csr_matrix(
-        (
-            np.ones(num_points * width, dtype=np.int32),
-            nearest[:, :width].ravel(),
-            np.arange(0, num_points * width + 1, width),
-        ),
-        shape=(num_points, num_points),
-    )
-    matrix.sort_indices()
-    return matrix
-
-
 def reciprocal_neighbours(nearest: np.ndarray, k: int) -> sparse.csr_matrix:
     """(N, N) 0/1 matrix of ``R(i, k)``: row i marks j when each is in the other's k+1 nearest."""
-    forward = neighbour_matrix(nearest, k + 1)
-    reciprocal = forward.multiply(forward.T).tocsr()
-    reciprocal.eliminate_zeros()
-    reciprocal.sort_indices()
-    return reciprocal
+    return k_reciprocal_sets(nearest, k + 1)
 
 
 def expanded_neighbours(nearest: np.ndarray, k1: int) -> sparse.csr_matrix:
     """(N, N) 0/1 pattern of the expanded set: ``R(i, k1)`` plus ``R(c, round(k1/2))`` of every
-    c in ``R(i, k1)`` that shares more than 2/3 of ``R(c, round(k1/2))`` with ``R(i, k1)``."""
-    reciprocal = reciprocal_neighbours(nearest, k1)
-    # round() halves to even, as numpy.around in the reference implementation.
-    half_reciprocal = reciprocal_neighbours(nearest, int(round(k1 / 2)))
-    half_sizes = np.diff(half_reciprocal.indptr)
-    shared = (reciprocal @ half_reciprocal.T).multiply(reciprocal).tocoo()
-    qualifies = shared.data > 2 / 3 * half_sizes[shared.col]
-    accepted = sparse.csr_matrix(
-        (np.ones(int(qualifies.sum()), dtype=np.int32), (shared.row[qualifies], shared.col[qualifies])),
-        shape=reciprocal.shape,
-    )
-    expanded = (reciprocal + accepted @ half_reciprocal).tocsr()
-    expanded.sum_duplicates()
-    expanded.sort_indices()
-    return expanded
+    c in ``R(i, k1)`` that shares more than 2/3 of ``R(c, round(k1/2))`` with ``R(i, k1)``.
+
+    The clustering's sets: its prefixes count the point itself, k1 + 1 and round(k1/2) + 1 here.
+    """
+    return expanded_neighbourhoods(nearest, k1 + 1, half=half_width(k1))
 
 
 def neighbourhood_weights(
@@ -164,15 +141,7 @@ def neighbourhood_weights(
 
 def _lookup_od(rows, cols, neighbourhoods: Neighbourhoods, features: torch.Tensor, metric: str) -> np.ndarray:
     """``od(rows[t], cols[t])``: from the stored nearest neighbours, computing the rest. (M,) float64."""
-    num_points, num_stored = neighbourhoods.nearest.shape
-    stored_keys = (np.arange(num_points)[:, None] * num_points + neighbourhoods.nearest).ravel()
-    stored_order = np.argsort(stored_keys)
-    stored_keys = stored_keys[stored_order]
-    keys = rows * num_points + cols
-    slot = np.minimum(np.searchsorted(stored_keys, keys), len(stored_keys) - 1)
-    found = stored_keys[slot] == keys
-    od = np.empty(len(keys))
-    od[found] = neighbourhoods.nearest_od.ravel()[stored_order[slot[found]]]
+    od, found = stored_pair_values(neighbourhoods.nearest, neighbourhoods.nearest_od, rows, cols)
     missing = np.flatnonzero(~found)
     if len(missing):
         distances = pair_distances(features, row_norms(features, metric), rows[missing], cols[missing], metric)
@@ -183,7 +152,7 @@ def _lookup_od(rows, cols, neighbourhoods: Neighbourhoods, features: torch.Tenso
 def query_expansion(weights: sparse.csr_matrix, nearest: np.ndarray, k2: int) -> sparse.csr_matrix:
     """Each row of V replaced by the mean of the rows of its k2 nearest neighbours. (N, N)."""
     width = min(k2, nearest.shape[1])
-    averaged = (neighbour_matrix(nearest, width).astype(np.float64) @ weights) / width
+    averaged = (neighbour_pattern(nearest, width, dtype=np.float64) @ weights) / width
     averaged.sort_indices()
     return averaged
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from os import PathLike
 
 import torch
@@ -40,20 +40,45 @@ def extract_features(
     device = torch.device(device)
     loader = build_test_loader(items, batch_size=batch_size, height=height, width=width, num_workers=num_workers,
                                strict=strict)
+
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        normalised = normalize_batch(images.to(device, non_blocking=True))
+        # Re-normalise in float32: a bf16/fp16 output is only approximately unit length.
+        return F.normalize(model_outputs(model, normalised, precision, device), dim=1).cpu()
+
     features: torch.Tensor | None = None
-    with inference_context(model, precision, device), tqdm(total=len(items), desc=description, unit="img",
-                                                            disable=not progress, leave=False) as bar:
-        for images, indices in loader:
-            batch = prepare_images(normalize_batch(images.to(device, non_blocking=True)), precision, device)
-            with autocast(precision, device):
-                output = model(batch)
-            # Re-normalise in float32: a bf16/fp16 output is only approximately unit length.
-            output = F.normalize(output.float(), dim=1).cpu()
+    with inference_context(model, precision, device):
+        batches = ((indices, images) for images, indices in loader)
+        for indices, output in embedded_batches(batches, embed, len(items), progress, description):
             if features is None:
                 features = torch.zeros(len(items), output.shape[1], dtype=torch.float32)
             features[indices] = output
-            bar.update(len(indices))
     if features is None:  # no items, or every image broken
         feature_dim = getattr(model, "module", model).feature_dim  # DistributedDataParallel wraps the model
         return torch.zeros(len(items), feature_dim, dtype=torch.float32)
     return features
+
+
+def model_outputs(model: nn.Module, images: torch.Tensor, precision: str, device: torch.device) -> torch.Tensor:
+    """The model's ``(B, D)`` float32 outputs, on ``device``, for normalised float32 ``(B, 3, H, W)`` images.
+
+    Run inside :func:`hhcl.models.inference.inference_context`.
+    """
+    with autocast(precision, device):
+        output = model(prepare_images(images, precision, device))
+    return output.float()
+
+
+def embedded_batches(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    total: int,
+    progress: bool = True,
+    description: str = "features",
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The extraction loop: ``(indices (B,), images (B, 3, H, W))`` batches in, ``(indices, embed(images))``
+    out, one per batch, with a progress bar over ``total`` images."""
+    with tqdm(total=total, desc=description, unit="img", disable=not progress, leave=False) as bar:
+        for indices, images in batches:
+            yield indices, embed(images)
+            bar.update(len(indices))

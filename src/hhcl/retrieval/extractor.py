@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from hhcl.data.images import image_problem, load_resized, resize_to_tensor
 from hhcl.data.transforms import normalize_batch
 from hhcl.errors import HHCLError
-from hhcl.models.inference import autocast, check_precision, inference_context, prepare_images
+from hhcl.models.extract import embedded_batches, model_outputs
+from hhcl.models.inference import check_precision, inference_context
 
 BACKENDS = ("torch", "onnx")
 # Fewer images than this are embedded without a progress bar.
@@ -162,12 +162,14 @@ class FeatureExtractor:
         """
         show = self.progress if self.progress is not None else total >= PROGRESS_MIN_IMAGES
         done_indices, done_features = [], []
-        bar = tqdm(total=total, desc="extracting features", unit="img", disable=not show, leave=False)
-        with self._running(), bar:
-            for indices, images in batches:
+
+        def embed(images: torch.Tensor) -> torch.Tensor:
+            return self._embed(normalize_batch(images))
+
+        with self._running():
+            for indices, features in embedded_batches(batches, embed, total, show, "extracting features"):
                 done_indices.append(indices)
-                done_features.append(self._embed(normalize_batch(images)))
-                bar.update(len(indices))
+                done_features.append(features)
         if not done_indices:
             return torch.zeros(0, dtype=torch.int64), torch.zeros(0, self.feature_dim)
         return torch.cat(done_indices), torch.cat(done_features)
@@ -204,8 +206,8 @@ class FeatureExtractor:
             (features,) = self.session.run(None, {"images": images.numpy()})
             features = torch.from_numpy(features)
         else:
-            with autocast(self.precision, self.device):
-                features = self.model(prepare_images(images, self.precision, self.device))
+            features = model_outputs(self.model, images, self.precision, self.device)
+        # On the CPU for both backends.
         return F.normalize(features.float().cpu(), dim=1)
 
 

@@ -84,7 +84,7 @@ def mean_metrics(per_set: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def evaluate_test_sets(features, protocol: Protocol) -> dict[str, dict[str, float]]:
     """mAP and rank-1 in percent per test set, plus ``mean``; ``features`` rows follow :func:`evaluation_items`."""
-    from hhcl.evaluation import evaluate_features
+    from hhcl.evaluation.model import split_metrics
 
     results: dict[str, dict[str, float]] = {}
     start = 0
@@ -93,22 +93,15 @@ def evaluate_test_sets(features, protocol: Protocol) -> dict[str, dict[str, floa
         query_features = features[start:start + num_query]
         gallery_features = features[start + num_query:start + num_query + num_gallery]
         start += num_query + num_gallery
-        q_pids, q_cams = _ids(test_set.query)
-        g_pids, g_cams = _ids(test_set.gallery)
-        result = evaluate_features(query_features, gallery_features, q_pids, g_pids, q_cams, g_cams,
+        metrics, _ = split_metrics(query_features, gallery_features, test_set.query, test_set.gallery,
                                    max_rank=1, cross_camera=test_set.cross_camera)
-        results[test_set.name] = {"mAP": 100.0 * float(result["mAP"]), "rank1": 100.0 * float(result["cmc"][0])}
+        results[test_set.name] = {"mAP": metrics["mAP"], "rank1": metrics["rank1"]}
     results["mean"] = mean_metrics({name: value for name, value in results.items()})
     return results
 
 
 def evaluation_items(protocol: Protocol) -> list[Item]:
     return [item for test_set in protocol.test_sets for item in test_set.query + test_set.gallery]
-
-
-def _ids(items: Sequence[Item]) -> tuple[np.ndarray, np.ndarray]:
-    return (np.array([pid for _, pid, _ in items], dtype=np.int64),
-            np.array([camera for _, _, camera in items], dtype=np.int64))
 
 
 def machine_load() -> float | None:

@@ -41,16 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _ids(items) -> tuple[list[int], list[int]]:
-    return [pid for _, pid, _ in items], [camid for _, _, camid in items]
-
-
 def run(args: argparse.Namespace) -> int:
     from hhcl.cli.datasets import parse_options
     from hhcl.data import load_dataset
-    from hhcl.evaluation import evaluate_features
+    from hhcl.engine.runtime import resolve_device
+    from hhcl.evaluation.model import split_metrics
     from hhcl.models import extract_features
-    from hhcl.retrieval.extractor import load_trained_model, resolve_device
+    from hhcl.retrieval.extractor import load_trained_model
 
     device = resolve_device(args.device)
     if args.plot:
@@ -74,18 +71,10 @@ def run(args: argparse.Namespace) -> int:
 
     query_features = features_of(dataset.query, "query")
     gallery_features = features_of(dataset.gallery, "gallery")
-    q_pids, q_cams = _ids(dataset.query)
-    g_pids, g_cams = _ids(dataset.gallery)
-    result = evaluate_features(query_features, gallery_features, q_pids, g_pids, q_cams, g_cams,
-                               max_rank=min(50, len(dataset.gallery)), rerank=args.rerank)
+    metrics, result = split_metrics(query_features, gallery_features, dataset.query, dataset.gallery,
+                                    max_rank=min(50, len(dataset.gallery)), rerank=args.rerank)
     cmc = result["cmc"]
-
-    def rank(k: int) -> float:
-        # A gallery smaller than k holds every match within rank k.
-        return cmc[min(k, len(cmc)) - 1]
-
-    metrics = {"mAP": result["mAP"], "rank1": rank(1), "rank5": rank(5), "rank10": rank(10), "mINP": result["mINP"]}
-    percent = {name: round(100.0 * float(value), 2) for name, value in metrics.items()}
+    percent = {name: round(value, 2) for name, value in metrics.items()}
     arch = model.build_options["arch"]
     if args.plot:
         from pathlib import Path

@@ -27,6 +27,7 @@ from hhcl.data.dataset import ReIDDataset
 from hhcl.data.folder import read_folder
 from hhcl.data.pedestrians import apply_camera, render_people, sample_cameras, sample_identities, sample_shots
 from hhcl.errors import HHCLError
+from hhcl.seeds import derived_seed
 
 logger = logging.getLogger("hhcl.data")
 
@@ -94,8 +95,7 @@ class SyntheticImages:
 
 def random_stream(seed: int, purpose: str) -> torch.Generator:
     """A generator for one purpose, seeded from ``(seed, purpose)``."""
-    key = int(np.random.SeedSequence([seed, *purpose.encode()]).generate_state(1, dtype=np.uint64)[0])
-    return torch.Generator().manual_seed(key)
+    return torch.Generator().manual_seed(derived_seed(seed, *purpose.encode(), bits=64))
 
 
 def assign_images(config: SyntheticConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -46,7 +46,9 @@ from hhcl.engine.checkpoint import (
     seed_everything,
 )
 from hhcl.engine.run_log import EpochRecord, RunLog
+from hhcl.engine.runtime import configure_determinism, derived_seed, resolve_device, resolve_precision
 from hhcl.errors import HHCLError
+from hhcl.evaluation.model import evaluate_model, has_labelled_test_split
 from hhcl.memory import ClusterMemory, build_memory, cluster_centers
 from hhcl.models.inference import autocast, check_precision
 
@@ -76,57 +78,10 @@ class Hook:
     def after_epoch(self, trainer: "Trainer", record: EpochRecord) -> None: ...
 
 
-def derived_seed(seed: int, *parts: int | str) -> int:
-    """A seed for one use (augmentation, one epoch's sampler, one rank...) derived from the run's seed.
-
-    31 bits, so that every seeding API takes it.
-    """
-    words = [seed] + [int.from_bytes(part.encode(), "little") if isinstance(part, str) else part for part in parts]
-    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint32)[0] >> np.uint32(1))
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise HHCLError(f"train.device = {name!r} but CUDA is not available here: use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is bf16 AMP on CUDA (fp16 where bf16 is unsupported) and fp32 on CPU."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
-
-
-def configure_determinism(deterministic: bool) -> None:
-    if deterministic:
-        # cuBLAS needs a fixed workspace to be deterministic; it must be set before its first use.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.benchmark = True
-
-
 def quantiles(values: np.ndarray, points: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> dict[str, float]:
     if len(values) == 0:
         return {}
     return {f"q{int(round(p * 100))}": float(np.quantile(values, p)) for p in points}
-
-
-def has_labelled_test_split(dataset) -> bool:
-    query, gallery = getattr(dataset, "query", None) or [], getattr(dataset, "gallery", None) or []
-    return bool(query) and bool(gallery) and any(pid >= 0 for _, pid, _ in query)
 
 
 class Trainer:
@@ -661,37 +616,6 @@ class Trainer:
             log.info("model written to %s", self.output_dir / MODEL_FILE)
         distributed.barrier()
         return summary
-
-
-def evaluate_model(model: nn.Module, dataset, config: Config, device: torch.device | str = "cpu",
-                   precision: str = "fp32", progress: bool = False) -> dict[str, float] | None:
-    """mAP, rank-1/5/10 and mINP in percent of ``model`` on ``dataset``'s query/gallery split."""
-    from hhcl.evaluation import evaluate_features
-    from hhcl.models import extract_features
-
-    if not has_labelled_test_split(dataset):
-        return None
-    items = list(dataset.query) + list(dataset.gallery)
-    features = extract_features(model, items, batch_size=config.train.extract_batch_size, device=device,
-                                height=config.dataset.height, width=config.dataset.width,
-                                num_workers=config.dataset.num_workers, precision=precision, progress=progress)
-    num_query = len(dataset.query)
-    q_pids, q_cams = _ids(dataset.query)
-    g_pids, g_cams = _ids(dataset.gallery)
-    result = evaluate_features(features[:num_query], features[num_query:], q_pids, g_pids, q_cams, g_cams,
-                               max_rank=min(50, len(dataset.gallery)), rerank=config.evaluation.rerank)
-    cmc = np.asarray(result["cmc"], dtype=np.float64)
-
-    def rank(k: int) -> float:
-        return 100.0 * float(cmc[min(k, len(cmc)) - 1]) if len(cmc) else 0.0
-
-    return {"mAP": 100.0 * float(result["mAP"]), "rank1": rank(1), "rank5": rank(5), "rank10": rank(10),
-            "mINP": 100.0 * float(result.get("mINP", float("nan")))}
-
-
-def _ids(items) -> tuple[np.ndarray, np.ndarray]:
-    return (np.array([pid for _, pid, _ in items], dtype=np.int64),
-            np.array([camid for _, _, camid in items], dtype=np.int64))
 
 
 def _changed_keys(before: dict, after: dict) -> list[str]:

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from hhcl.data.images import image_problem, load_resized, resize_to_tensor
 from hhcl.data.transforms import normalize_batch
+from hhcl.engine.runtime import resolve_device
 from hhcl.errors import HHCLError
 from hhcl.models.extract import embedded_batches, model_outputs
 from hhcl.models.inference import check_precision, inference_context
@@ -218,17 +219,6 @@ def resize_image(image: Image.Image | np.ndarray, height: int, width: int) -> to
             raise HHCLError(f"an image array must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
         image = Image.fromarray(np.ascontiguousarray(image))
     return resize_to_tensor(image, height, width).contiguous()
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N`` as a device; a one-line :class:`HHCLError` when unusable here."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise HHCLError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HHCLError(f"device {name!r} asked for, but CUDA is not available here: use cpu")
-    return device
 
 
 def _as_items(images) -> list:

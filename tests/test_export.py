@@ -71,11 +71,35 @@ def test_export_has_a_dynamic_batch_and_matches_pytorch(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
 
 
-def test_parity_failure_is_loud_and_removes_the_file(tmp_path):
+def test_parity_failure_is_loud_and_writes_nothing(tmp_path):
     output = tmp_path / "branchy.onnx"
     with pytest.raises(HHCLError, match=r"ONNX parity failed for .*branchy\.onnx: max abs diff \d"):
         export_onnx(trained_like(BatchSizeBranch()), output, height=HEIGHT, width=WIDTH)
     assert not output.exists()
+    previous = export_onnx(trained_like(TinyReIDNet()), output, height=HEIGHT, width=WIDTH).path.read_bytes()
+    with pytest.raises(HHCLError, match="ONNX parity failed"):
+        export_onnx(trained_like(BatchSizeBranch()), output, height=HEIGHT, width=WIDTH)
+    assert output.read_bytes() == previous  # the earlier export is kept
+    assert [path.name for path in tmp_path.iterdir()] == ["branchy.onnx"]
+
+
+def test_a_changed_byte_in_the_weights_of_an_exported_file_is_refused(tmp_path):
+    import onnx
+
+    path = export_onnx(trained_like(TinyReIDNet()), tmp_path / "tiny.onnx", height=HEIGHT, width=WIDTH).path
+    weights = max((initializer.raw_data for initializer in onnx.load(str(path)).graph.initializer), key=len)
+    content = bytearray(path.read_bytes())
+    content[content.index(weights) + len(weights) // 2] ^= 0x01
+    path.write_bytes(bytes(content))
+    with pytest.raises(HHCLError, match="tiny.onnx is corrupt") as error:
+        onnx_session(path)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("height", [0, -5])
+def test_a_size_that_is_not_positive_is_refused(tmp_path, height):
+    with pytest.raises(HHCLError, match=f"input size {height}x{WIDTH} is not positive"):
+        export_onnx(TinyReIDNet(), tmp_path / "tiny.onnx", height=height, width=WIDTH)
 
 
 def test_max_abs_difference_sees_a_different_model(tmp_path):

@@ -22,9 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from hhcl.checksum import CHECKSUM_KEY
 from hhcl.errors import HHCLError
-from hhcl.retrieval.onnx_backend import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_session, require_module
-from hhcl.retrieval.outputs import check_output_file
+from hhcl.files import atomic_file, check_output_file
+from hhcl.retrieval.onnx_backend import (
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_NAME,
+    onnx_graph_sha256,
+    onnx_session,
+    require_module,
+)
 
 logger = logging.getLogger("hhcl.export")
 
@@ -81,30 +89,41 @@ def export_onnx(
         tolerance: the largest max abs difference of outputs accepted.
 
     Returns:
-        An :class:`ExportReport`. Raises :class:`HHCLError` (and removes the file) when parity
-        does not hold, so that a wrong model is never left behind to be deployed.
+        An :class:`ExportReport`. The file carries a sha256 checksum of its graph, verified by
+        :func:`hhcl.retrieval.onnx_backend.onnx_session`. Raises :class:`HHCLError` (and writes
+        nothing, keeping any previous file) when parity does not hold, so that a wrong model is
+        never left behind to be deployed.
     """
     onnx = require_module("onnx")
     require_module("onnxruntime")
     output_path = Path(output_path)
     check_output_file(output_path)
+    if height <= 0 or width <= 0:
+        raise HHCLError(f"the input size {height}x{width} is not positive: give --height and --width of at least 1 "
+                        f"(the size the model was trained at, e.g. 256 and 128)")
     export_model = _cpu_eval_copy(model)
     seconds = {}
 
-    started = time.perf_counter()
-    trace_input = torch.randn(TRACE_BATCH_SIZE, 3, height, width, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        feature_dim = int(export_model(trace_input).shape[-1])
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
-        # onnxscript; the TorchScript one handles these conv nets exactly and needs nothing more.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        try:
+    # Written and checked under a temporary name: a failed export or parity check leaves any previous file.
+    with atomic_file(output_path) as staging:
+        started = time.perf_counter()
+        trace_input = torch.randn(TRACE_BATCH_SIZE, 3, height, width, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            try:
+                feature_dim = int(export_model(trace_input).shape[-1])
+            except RuntimeError as error:
+                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise HHCLError(f"the model cannot take {height}x{width} images ({first_line}): give the "
+                                f"--height and --width it was trained at") from None
+        with warnings.catch_warnings():
+            # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
+            # onnxscript; the TorchScript one handles these conv nets exactly and needs nothing more.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
                 export_model,
                 (trace_input,),
-                str(output_path),
+                str(staging),
                 dynamo=False,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
@@ -112,32 +131,26 @@ def export_onnx(
                 opset_version=opset,
                 do_constant_folding=True,
             )
-        except OSError as error:
-            raise HHCLError(f"cannot write {output_path}: {error.strerror or error}") from error
 
-    stored = dict(metadata or {})
-    stored.update(height=height, width=width, feature_dim=feature_dim)
-    proto = onnx.load(str(output_path))
-    proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(stored, sort_keys=True))
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(output_path))
-    seconds["export"] = time.perf_counter() - started
+        stored = dict(metadata or {})
+        stored.update(height=height, width=width, feature_dim=feature_dim)
+        proto = onnx.load(str(staging))
+        proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(stored, sort_keys=True))
+        proto.metadata_props.add(key=CHECKSUM_KEY, value=onnx_graph_sha256(proto))
+        onnx.checker.check_model(proto)
+        staging.write_bytes(proto.SerializeToString())
+        seconds["export"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    try:
-        session = onnx_session(output_path)
+        started = time.perf_counter()
+        session = onnx_session(staging)
         max_abs_diff = _compare(export_model, session, output_path, height, width, parity_batch_sizes, seed + 1)
-    except Exception:
-        output_path.unlink(missing_ok=True)
-        raise
-    seconds["parity"] = time.perf_counter() - started
-    if not max_abs_diff <= tolerance:
-        output_path.unlink(missing_ok=True)
-        raise HHCLError(
-            f"ONNX parity failed for {output_path}: max abs diff {max_abs_diff:.3e} between PyTorch and "
-            f"onnxruntime exceeds {tolerance:.0e}; the file was removed (shape-dependent Python code in "
-            f"forward() is frozen by tracing; otherwise try another --opset)"
-        )
+        seconds["parity"] = time.perf_counter() - started
+        if not max_abs_diff <= tolerance:
+            raise HHCLError(
+                f"ONNX parity failed for {output_path}: max abs diff {max_abs_diff:.3e} between PyTorch and "
+                f"onnxruntime exceeds {tolerance:.0e}; the file was not written (shape-dependent Python code in "
+                f"forward() is frozen by tracing; otherwise try another --opset)"
+            )
     report = ExportReport(
         path=output_path,
         max_abs_diff=max_abs_diff,

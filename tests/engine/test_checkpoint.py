@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from hhcl.checksum import CHECKSUM_KEY
 from hhcl.engine import checkpoint
 from hhcl.engine.distributed import all_gather_sharded_rows, interleave_shards
 from hhcl.errors import HHCLError
@@ -36,13 +37,33 @@ def test_load_checkpoint_errors_are_one_line(tmp_path):
         checkpoint.load_checkpoint(tmp_path / "missing.pth")
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(HHCLError, match="cannot be read") as error:
+    with pytest.raises(HHCLError, match="is not a PyTorch checkpoint") as error:
         checkpoint.load_checkpoint(truncated)
     assert "\n" not in str(error.value)
     weights_only = tmp_path / "model.pth"
     torch.save({"model": {"w": torch.zeros(1)}}, weights_only)
     with pytest.raises(HHCLError, match="--init-weights"):
         checkpoint.load_checkpoint(weights_only)
+
+
+def test_a_checkpoint_carries_a_checksum_that_loading_verifies_and_removes(tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    state = {"format": checkpoint.CHECKPOINT_FORMAT, "model": {"w": torch.arange(6.0)}, "epoch": 3}
+    checkpoint.save_atomically(state, path)
+    assert CHECKSUM_KEY in torch.load(path, weights_only=True)
+    loaded = checkpoint.load_checkpoint(path)
+    assert set(loaded) == set(state) and torch.equal(loaded["model"]["w"], state["model"]["w"])
+
+
+def test_a_checkpoint_whose_payload_changed_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    checkpoint.save_atomically({"format": checkpoint.CHECKPOINT_FORMAT, "model": {"w": torch.zeros(6)}}, path)
+    tampered = torch.load(path, weights_only=True)
+    tampered["model"]["w"][2] = 1.0  # saved with the old checksum, as a flipped bit on disk would be
+    torch.save(tampered, path)
+    with pytest.raises(HHCLError, match="checkpoint.pth is corrupt.*not loaded") as error:
+        checkpoint.load_checkpoint(path)
+    assert "\n" not in str(error.value)
 
 
 def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):

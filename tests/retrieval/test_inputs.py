@@ -3,7 +3,7 @@ import pytest
 
 from hhcl.errors import HHCLError
 from hhcl.retrieval.inputs import gather_image_paths
-from hhcl.retrieval.outputs import save_features
+from hhcl.retrieval.outputs import load_features, read_npz, save_features
 
 
 @pytest.fixture
@@ -74,3 +74,39 @@ def test_save_features_refuses_a_folder_or_an_unwritable_place(tmp_path):
     blocker.write_text("")
     with pytest.raises(HHCLError, match=str(blocker / "sub")):
         save_features(blocker / "sub" / "f.npz", [], np.zeros((0, 3)))
+
+
+def flip_byte_in(path, data: bytes) -> None:
+    """Flip one bit of the middle byte of ``data``, where it lies in the file ``path``."""
+    content = bytearray(path.read_bytes())
+    start = content.index(data)
+    content[start + len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(content))
+
+
+def test_features_read_back_verified_and_a_changed_byte_is_a_one_line_error(tmp_path):
+    features = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    path = save_features(tmp_path / "features.npz", [f"{i}.jpg" for i in range(5)], features, arch="osnet_x0_25")
+    paths, loaded, metadata = load_features(path)
+    assert paths == [f"{i}.jpg" for i in range(5)] and metadata == {"arch": "osnet_x0_25"}
+    np.testing.assert_array_equal(loaded, features)
+
+    flip_byte_in(path, features.tobytes())
+    with pytest.raises(HHCLError, match="features.npz is corrupt") as error:
+        load_features(path)
+    assert "\n" not in str(error.value)
+
+
+def test_rewritten_arrays_that_keep_the_old_checksum_are_refused(tmp_path):
+    path = save_features(tmp_path / "features.npz", ["a.jpg"], np.ones((1, 2)))
+    with np.load(path) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    arrays["features"] = arrays["features"] * 2
+    with open(path, "wb") as stream:
+        np.savez(stream, **arrays)
+    with pytest.raises(HHCLError, match="is corrupt: its contents do not match the sha256 checksum"):
+        read_npz(path)
+    plain = tmp_path / "plain.npz"
+    with open(plain, "wb") as stream:
+        np.savez(stream, paths=np.array(["a.jpg"]), features=np.ones((1, 2), np.float32))
+    assert load_features(plain)[0] == ["a.jpg"]  # a file without a checksum loads unchecked

@@ -27,6 +27,7 @@ from hhcl.data.dataset import ReIDDataset
 from hhcl.data.folder import read_folder
 from hhcl.data.pedestrians import apply_camera, render_people, sample_cameras, sample_identities, sample_shots
 from hhcl.errors import HHCLError
+from hhcl.files import describe_bytes, fsync_folder, remove_stray_temporaries, temporary_prefix
 from hhcl.seeds import derived_seed
 
 logger = logging.getLogger("hhcl.data")
@@ -188,7 +189,7 @@ def write_synthetic(root: str | os.PathLike, config: SyntheticConfig, quality: i
     at the end, so an interrupted run leaves nothing that looks complete."""
     root = Path(root).expanduser()
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(root), dir=root.parent))
     try:
         for folder in SPLIT_FOLDERS:
             (staging / folder).mkdir()
@@ -201,6 +202,7 @@ def write_synthetic(root: str | os.PathLike, config: SyntheticConfig, quality: i
         if root.is_dir() and not any(root.iterdir()):
             root.rmdir()
         os.replace(staging, root)
+        fsync_folder(root.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -238,6 +240,10 @@ def ensure_synthetic(root: str | os.PathLike | None, config: SyntheticConfig) ->
             f"{root} exists and is not a synthetic set (no {MANIFEST}); pass an empty or new folder as --root"
         )
     count = (config.num_identities + config.test_identities) * config.images_per_identity
+    removed, freed = remove_stray_temporaries(root.parent)
+    if removed:
+        logger.info("removed %d unfinished temporaries of killed runs from %s (%s freed)", removed, root.parent,
+                    describe_bytes(freed))
     logger.info("generating the synthetic set (%d images, %s) into %s", count, config.describe(), root)
     return write_synthetic(root, config)
 

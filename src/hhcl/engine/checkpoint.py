@@ -6,6 +6,7 @@ A checkpoint is a dict of tensors and plain Python values only, so that it loads
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -14,43 +15,37 @@ from typing import Any
 import numpy as np
 import torch
 
+from hhcl.checksum import with_checksum
 from hhcl.errors import HHCLError
+from hhcl.files import atomic_file
 
 CHECKPOINT_FORMAT = "hhcl-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
 def save_atomically(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
+    """``torch.save`` ``state`` with its sha256 checksum through :func:`hhcl.files.atomic_file`.
 
-    A run killed while saving leaves the previous file intact (``os.replace`` is atomic on POSIX
-    and Windows when both names are on one file system).
+    A run killed while saving leaves the previous file intact, and a changed byte in the file is
+    found when it is loaded (:func:`hhcl.models.weights.read_checkpoint`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    buffer = io.BytesIO()  # torch.save reports a full disk as a bare RuntimeError; Python's write names it
+    torch.save(with_checksum(state), buffer)
+    with atomic_file(path) as temporary:
+        temporary.write_bytes(buffer.getbuffer())
     return path
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_atomically` (on CPU); one-line errors for bad files."""
+    """Read a checkpoint written by :func:`save_atomically` (on CPU, checksum verified); one-line errors."""
+    from hhcl.models.weights import read_checkpoint
+
     path = Path(path)
     if not path.is_file():
         raise HHCLError(f"checkpoint {path} not found: give the checkpoint.pth of an earlier run")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated or foreign files fail in many ways inside torch.load
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise HHCLError(f"checkpoint {path} cannot be read ({first_line}): resume from another file") from None
+    state = read_checkpoint(path)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise HHCLError(f"{path} is not an hhcl training checkpoint: --resume needs the checkpoint.pth of a run; "
                         "use --init-weights to start from a model file")

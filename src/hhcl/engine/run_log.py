@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from hhcl.files import ensure_writable_folder, write_bytes_atomically
 
 LOG_FILE = "train.log"
 METRICS_FILE = "metrics.json"
@@ -71,7 +72,7 @@ class RunLog:
         self._writer = None
         if not self.enabled:
             return
-        output_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable_folder(output_dir)
         self._file_handler = logging.FileHandler(output_dir / LOG_FILE)
         self._file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         log.addHandler(self._file_handler)
@@ -108,10 +109,7 @@ class RunLog:
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        path = self.output_dir / METRICS_FILE
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temporary.write_text(json.dumps(metrics, indent=2) + "\n")
-        os.replace(temporary, path)
+        write_bytes_atomically(self.output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
 
     def close(self) -> None:
         if self._writer is not None:

@@ -49,8 +49,10 @@ from hhcl.engine.run_log import EpochRecord, RunLog
 from hhcl.engine.runtime import configure_determinism, derived_seed, resolve_device, resolve_precision
 from hhcl.errors import HHCLError
 from hhcl.evaluation.model import evaluate_model, has_labelled_test_split
+from hhcl.files import write_bytes_atomically
 from hhcl.memory import ClusterMemory, build_memory, cluster_centers
 from hhcl.models.inference import autocast, check_precision
+from hhcl.models.weights import read_checkpoint
 
 log = logging.getLogger("hhcl")
 
@@ -186,7 +188,7 @@ class Trainer:
             self.load_state(load_checkpoint(checkpoint_path))
             log.info("resumed from %s after epoch %d (iteration %d)", checkpoint_path, self.epoch, self.iteration)
         elif self.context.is_main and self.output_dir is not None:
-            (self.output_dir / CONFIG_FILE).write_text(config.to_yaml())
+            write_bytes_atomically(self.output_dir / CONFIG_FILE, config.to_yaml())
 
     # -- setup ------------------------------------------------------------------------------------
 
@@ -603,7 +605,7 @@ class Trainer:
         }
         if self.context.is_main and self.output_dir is not None:
             if config.evaluation.select_best and (self.output_dir / BEST_MODEL_FILE).is_file():
-                best = torch.load(self.output_dir / BEST_MODEL_FILE, map_location="cpu", weights_only=True)
+                best = read_checkpoint(self.output_dir / BEST_MODEL_FILE)  # checksum verified
                 save_atomically(best, self.output_dir / MODEL_FILE)
             else:
                 save_atomically(self.model_file_state(final_metrics), self.output_dir / MODEL_FILE)

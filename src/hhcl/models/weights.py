@@ -9,8 +9,11 @@ DistributedDataParallel) or ``_orig_mod.`` (``torch.compile``); backbone files o
 
 from __future__ import annotations
 
+import os
 import pickle
+import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hhcl.checksum import verified
 from hhcl.errors import HHCLError
 from hhcl.models.head import ReIDModel
 
@@ -63,24 +67,55 @@ def _numpy_safe_globals() -> list:
 
 
 def read_checkpoint(path: str | PathLike[str]) -> object:
-    """``torch.load(path, weights_only=True)`` on CPU, with one-line errors for unreadable files."""
+    """``torch.load(path, weights_only=True)`` on CPU, with one-line errors for unreadable files.
+
+    A file written by hhcl carries a sha256 checksum, verified here (and removed from what is
+    returned): a corrupt file is an :class:`HHCLError`, never loaded. Other files load unchecked.
+    Unpickling never runs code: a file that holds code is refused, and no message advises
+    ``weights_only=False``.
+    """
     path = Path(path)
     if not path.is_file():
         raise HHCLError(f"weights file {path} not found: give the path of a .pth/.pt/.tar checkpoint")
+    if not os.access(path, os.R_OK):
+        raise HHCLError(f"cannot read {path}: no read permission on the file for this user; "
+                        f"change its permissions (chmod u+r) or copy it")
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_safe_globals()), warnings.catch_warnings():
+            # torch warns about pickle protocols it did not write before refusing them: the error says enough
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        message = str(error)
-        if "Unsupported global" in message:
-            global_name = message.split("Unsupported global:", 1)[1].split("was not")[0].strip()
-            raise HHCLError(
-                f"{path} holds Python objects that safe loading refuses ({global_name}): "
-                f"re-save only its tensors with torch.save(model.state_dict(), ...)"
-            ) from None
-        raise _not_a_checkpoint(path, error) from None
+        raise _refused_pickle(path, str(error)) from None
+    except PermissionError as error:
+        raise HHCLError(f"cannot read {path}: {error.strerror}; change its permissions (chmod u+r)") from None
     except Exception as error:  # noqa: BLE001 - unpickling arbitrary bytes can raise almost any type
         raise _not_a_checkpoint(path, error) from None
+    return verified(state, path)
+
+
+def _refused_pickle(path: Path, message: str) -> HHCLError:
+    if "Unsupported global" in message:
+        global_name = message.split("Unsupported global:", 1)[1].split("was not")[0].strip()
+        return HHCLError(
+            f"{path} holds Python objects that safe loading refuses ({global_name}): "
+            f"re-save only its tensors with torch.save(model.state_dict(), ...)"
+        )
+    blocked = re.search(r"unsupported GLOBAL (\S+) whose module", message)
+    if blocked:
+        return HHCLError(f"{path} holds code (a call to {blocked.group(1)}) and was refused: hhcl never runs code "
+                         f"from a weights file; use a file that holds only tensors")
+    operand = re.search(r"Unsupported operand \d+", message)
+    if operand and _starts_like_a_pickle(path):
+        return HHCLError(f"{path} is a pickle that safe loading refuses ({operand.group(0)}); it may hold code and "
+                         f"was not loaded: use a file written by torch.save that holds only tensors")
+    return _not_a_checkpoint(path, pickle.UnpicklingError(message))
+
+
+def _starts_like_a_pickle(path: Path) -> bool:
+    """A pickle of protocol 2 or later starts with the PROTO opcode; other bytes only parse as garbage."""
+    with open(path, "rb") as stream:
+        return stream.read(1) == b"\x80"
 
 
 def _not_a_checkpoint(path: Path, error: BaseException) -> HHCLError:

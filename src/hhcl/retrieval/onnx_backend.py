@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
+from hhcl.checksum import CHECKSUM_KEY, check_digest
 from hhcl.errors import HHCLError
 
 INPUT_NAME = "images"
@@ -20,6 +22,8 @@ METADATA_KEY = "hhcl"
 
 def onnx_session(onnx_path: str | os.PathLike, device: str = "cpu"):
     """An ``onnxruntime.InferenceSession`` for ``onnx_path``; a bad file is an :class:`HHCLError`.
+
+    A file written by :func:`hhcl.export.export_onnx` has its checksum verified: a corrupt one is refused.
 
     ``device`` "cuda" uses the CUDA provider when onnxruntime has it, else the CPU.
     """
@@ -37,12 +41,21 @@ def onnx_session(onnx_path: str | os.PathLike, device: str = "cpu"):
         raise HHCLError(
             f"{onnx_path} is not a readable ONNX model ({first_line}); re-export it with `hhcl export`"
         ) from None
+    stored_digest = session.get_modelmeta().custom_metadata_map.get(CHECKSUM_KEY)
+    if stored_digest is not None:
+        onnx = require_module("onnx")
+        check_digest(stored_digest, onnx_graph_sha256(onnx.load(str(onnx_path))), onnx_path)
     input_names = [node.name for node in session.get_inputs()]
     if input_names != [INPUT_NAME]:
         raise HHCLError(
             f"{onnx_path} takes inputs {input_names}, not [{INPUT_NAME!r}]; re-export it with `hhcl export`"
         )
     return session
+
+
+def onnx_graph_sha256(proto) -> str:
+    """The hex sha256 of an ONNX model's graph (nodes and weights), stored by :func:`hhcl.export.export_onnx`."""
+    return hashlib.sha256(proto.graph.SerializeToString(deterministic=True)).hexdigest()
 
 
 def read_onnx_metadata(session) -> dict:

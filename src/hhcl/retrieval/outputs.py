@@ -1,47 +1,28 @@
-"""Output folders and files: created on demand, refused early with a clear message when unusable."""
+"""Feature files (``.npz``) written atomically with their checksum, and read back verified.
+
+The output-folder checks live in :mod:`hhcl.files`; they are re-exported here."""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from hhcl.checksum import CHECKSUM_KEY, check_digest, payload_sha256
 from hhcl.errors import HHCLError
+from hhcl.files import atomic_file, check_output_file, ensure_writable_folder
 
-
-def ensure_writable_folder(folder: str | os.PathLike, option: str = "--output") -> Path:
-    """Create ``folder`` (and its parents) if needed; raise :class:`HHCLError` naming it if it cannot be written.
-
-    ``option`` is the command-line option the folder came from, named in the message.
-    """
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        reason = error.strerror or error
-        raise HHCLError(f"cannot create the folder {folder}: {reason}; choose another {option}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise HHCLError(f"the folder {folder} is not writable; choose another {option}")
-    return folder
-
-
-def check_output_file(path: str | os.PathLike, option: str = "--output") -> Path:
-    """Refuse, before any long work, an output file that cannot be written: names the folder or file."""
-    path = Path(path)
-    if path.is_dir():
-        raise HHCLError(f"{option} {path} is a folder; give a file name")
-    ensure_writable_folder(path.parent, option)
-    return path
+__all__ = ["check_output_file", "ensure_writable_folder", "load_features", "read_npz", "save_features", "write_npz"]
 
 
 def save_features(path: str | os.PathLike, paths: Sequence[str], features, **metadata: str) -> Path:
     """Write ``paths`` (N,) and ``features`` (N, D) float32 to the ``.npz`` file ``path`` (the exact name).
 
-    ``metadata`` (e.g. ``arch``) is stored as string entries. Read it back with
-    ``numpy.load(path)``: ``paths``, ``features`` and the metadata keys.
+    ``metadata`` (e.g. ``arch``) is stored as string entries. Read it back, checksum verified, with
+    :func:`load_features` (``numpy.load(path)`` also reads it, unverified).
     """
     arrays = {
         "paths": np.array([str(item) for item in paths], dtype=str),
@@ -52,17 +33,49 @@ def save_features(path: str | os.PathLike, paths: Sequence[str], features, **met
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], option: str = "--output") -> Path:
-    """Write ``arrays`` to ``path`` as ``.npz`` under exactly that name, replacing it atomically.
+    """Write ``arrays`` and their sha256 checksum to ``path`` as ``.npz`` under exactly that name, atomically.
 
     A reader never sees a half-written file, and an interrupted write leaves the old one.
+    :func:`read_npz` verifies the checksum.
     """
     path = check_output_file(path, option)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(temporary, path)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise HHCLError(f"cannot write {path}: {error.strerror or error}") from None
+    payload = {key: np.asarray(value) for key, value in arrays.items() if key != CHECKSUM_KEY}
+    with atomic_file(path, option) as temporary, open(temporary, "wb") as stream:
+        np.savez(stream, **payload, **{CHECKSUM_KEY: np.str_(payload_sha256(payload))})
     return path
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file (no pickles), its checksum verified when it has one (:func:`write_npz`).
+
+    Raises a one-line :class:`HHCLError` naming ``path`` for a missing, unreadable or corrupt file.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+    except FileNotFoundError:
+        raise HHCLError(f"{path} not found; write it with `hhcl extract`") from None
+    except PermissionError as error:
+        raise HHCLError(f"cannot read {path}: {error.strerror}; change its permissions (chmod u+r)") from None
+    except zipfile.BadZipFile as error:
+        if "CRC" in str(error):  # the zip's own check of a stored array caught a changed byte
+            raise HHCLError(f"{path} is corrupt: {error}, so it was not loaded; use an intact copy or write it "
+                            f"again") from None
+        raise HHCLError(f"{path} is not a readable .npz file ({error}); write it again") from None
+    except (OSError, ValueError, EOFError) as error:
+        raise HHCLError(f"{path} is not a readable .npz file ({error}); write it again") from None
+    if CHECKSUM_KEY not in arrays:
+        return arrays
+    stored_digest = str(arrays.pop(CHECKSUM_KEY))
+    check_digest(stored_digest, payload_sha256(arrays), path)
+    return arrays
+
+
+def load_features(path: str | os.PathLike) -> tuple[list[str], np.ndarray, dict[str, str]]:
+    """The ``paths``, ``features`` (N, D) float32 and string metadata of a file written by :func:`save_features`."""
+    arrays = read_npz(path)
+    if "paths" not in arrays or "features" not in arrays:
+        raise HHCLError(f"{path} holds no 'paths' and 'features' arrays: give a file written by `hhcl extract`")
+    metadata = {key: str(value) for key, value in arrays.items() if key not in ("paths", "features")}
+    return [str(item) for item in arrays["paths"]], arrays["features"].astype(np.float32), metadata

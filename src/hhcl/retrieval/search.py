@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hhcl.errors import HHCLError
+from hhcl.retrieval.outputs import read_npz, write_npz
 
 logger = logging.getLogger("hhcl.retrieval")
 
@@ -182,12 +183,12 @@ def load_cached_features(cache_path: str | os.PathLike, key: CacheKey) -> tuple[
     if not cache_path.is_file():
         return None
     try:
-        with np.load(cache_path, allow_pickle=False) as stored:
-            version = int(stored["version"])
-            model_key, gallery_key = str(stored["model_key"]), str(stored["gallery_key"])
-            paths = [str(path) for path in stored["paths"]]
-            features = stored["features"].astype(np.float32)
-    except (OSError, KeyError, ValueError) as error:
+        stored = read_npz(cache_path)
+        version = int(stored["version"])
+        model_key, gallery_key = str(stored["model_key"]), str(stored["gallery_key"])
+        paths = [str(path) for path in stored["paths"]]
+        features = stored["features"].astype(np.float32)
+    except (HHCLError, KeyError, ValueError) as error:
         logger.warning("gallery cache %s is unreadable (%s); re-extracting", cache_path, error)
         return None
     if features.ndim != 2 or len(features) != len(paths):
@@ -208,8 +209,6 @@ def load_cached_features(cache_path: str | os.PathLike, key: CacheKey) -> tuple[
 
 def save_cached_features(cache_path: str | os.PathLike, key: CacheKey, paths: Sequence[str], features) -> Path:
     """Store gallery ``paths`` (G,) and ``features`` (G, D) in ``cache_path`` under ``key`` (``.npz``)."""
-    from hhcl.retrieval.outputs import write_npz
-
     arrays = {
         "version": np.int64(CACHE_FORMAT_VERSION),
         "model_key": np.str_(key.model),

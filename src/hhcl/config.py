@@ -29,7 +29,8 @@ BASE_KEY = "_base_"
 
 MEMORY_MODES = ("centroid", "hard", "hybrid", "hybrid_instance")
 LOSS_FORMS = ("paper", "official")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16")  # what hhcl.models.inference runs
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # train.precision: hhcl.engine.runtime resolves auto to one of PRECISIONS
 EPS_SELECTIONS = ("images", "clusters")  # as hhcl.cluster.reliability ranks eps candidates
 OUTLIER_MODES = ("drop", "instances")
 
@@ -201,7 +202,7 @@ class Config:
             ("memory.temperature", self.memory.temperature > 0, "a positive number"),
             ("memory.momentum", 0.0 <= self.memory.momentum <= 1.0, "in [0, 1]"),
             ("memory.hard_weight", 0.0 <= self.memory.hard_weight <= 1.0, "in [0, 1]"),
-            ("train.precision", self.train.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+            ("train.precision", self.train.precision in PRECISION_CHOICES, f"one of {', '.join(PRECISION_CHOICES)}"),
             ("train.epochs", self.train.epochs >= 1, "at least 1"),
             ("train.iters", self.train.iters >= 1, "at least 1"),
             ("train.num_instances", self.train.num_instances >= 1, "at least 1"),

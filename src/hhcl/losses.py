@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSS_FORMS = ("paper", "official")
+from hhcl.config import LOSS_FORMS
 
 
 def memory_logits(features: torch.Tensor, memory: torch.Tensor, temperature: float) -> torch.Tensor:

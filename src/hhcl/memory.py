@@ -33,8 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hhcl import losses
-
-MEMORY_MODES = ("centroid", "hard", "hybrid", "hybrid_instance")
+from hhcl.config import MEMORY_MODES
 
 
 # ---------------------------------------------------------------------------------------------

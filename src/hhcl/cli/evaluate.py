@@ -7,8 +7,8 @@ import json
 
 import torch
 
+from hhcl.config import PRECISIONS
 from hhcl.errors import HHCLError
-from hhcl.models.inference import PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hhcl.config import LOSS_FORMS, MEMORY_MODES, PRECISIONS, load_config
+from hhcl.config import LOSS_FORMS, MEMORY_MODES, PRECISION_CHOICES, load_config
 
 # flag -> config key; a flag left unset keeps the preset's value
 FLAG_KEYS = {
@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument("--lr", type=float)
     loop.add_argument("--seed", type=int)
     loop.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    loop.add_argument("--precision", choices=PRECISIONS,
+    loop.add_argument("--precision", choices=PRECISION_CHOICES,
                       help="auto: AMP bf16 (or fp16) on CUDA, fp32 on CPU; bf16/fp16 use autocast")
     loop.add_argument("--eval-every", type=int, metavar="EPOCHS", help="evaluate every N epochs (0: at the end)")
     loop.add_argument("--select-best", action="store_true", default=None,

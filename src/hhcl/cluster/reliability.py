@@ -36,10 +36,10 @@ from sklearn.cluster import DBSCAN
 
 from hhcl.cluster.jaccard import jaccard_distance
 from hhcl.cluster.pseudo_labels import cluster_statistics
+from hhcl.config import EPS_SELECTIONS
 from hhcl.errors import HHCLError
 
 EPS_RANGE = (0.05, 0.95)
-EPS_SELECTIONS = ("images", "clusters")
 
 
 def kth_neighbour_distances(distances, k: int) -> np.ndarray:

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from hhcl.config import PRECISIONS
 from hhcl.errors import HHCLError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -47,14 +47,6 @@ def compile_pattern(pattern: str | re.Pattern) -> re.Pattern:
     return compiled
 
 
-def require_folder(folder: Path, role: str, layout: str) -> None:
-    """Raise an HHCLError that shows the expected layout when ``folder`` is not a directory."""
-    if folder.is_dir():
-        return
-    what = "file, not a folder" if folder.exists() else "missing"
-    raise HHCLError(f"{role} {folder} is {what}; expected {layout}")
-
-
 def list_image_files(
     folder: Path,
     *,

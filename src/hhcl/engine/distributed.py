@@ -48,13 +48,6 @@ def init_distributed(device_type: str) -> DistributedContext:
     return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
 
 
-def current_context() -> DistributedContext:
-    if dist.is_available() and dist.is_initialized():
-        return DistributedContext(dist.get_rank(), dist.get_world_size(),
-                                  int(os.environ.get("LOCAL_RANK", str(dist.get_rank()))))
-    return DistributedContext()
-
-
 def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate along dim 0, in rank order, the tensors of every rank.
 
@@ -161,8 +154,3 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
-
-
-def destroy() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

@@ -4,21 +4,16 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from hhcl.cli import main  # noqa: E402
+from cli_helpers import run_cli  # noqa: E402
 from hhcl.retrieval.onnx_backend import onnx_session, read_onnx_metadata  # noqa: E402
 
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    status = main(["export", *map(str, argv)])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def test_export_writes_a_checked_onnx_file(tmp_path, capsys, osnet_weights):
     output = tmp_path / "out" / "model.onnx"
     # a small input keeps the test quick; tests/test_export.py checks parity at 256x128
     status, out, err = run_cli(
-        capsys, "--weights", osnet_weights, "--arch", "osnet_x0_25", "--output", output, "--height", 64, "--width", 32
+        capsys, "export", "--weights", osnet_weights, "--arch", "osnet_x0_25", "--output", output, "--height", 64, "--width", 32
     )
     assert status == 0, err
     assert re.search(r"max abs diff (\S+) \(tolerance 1e-04\)", out)
@@ -32,7 +27,7 @@ def test_export_writes_a_checked_onnx_file(tmp_path, capsys, osnet_weights):
 
 def test_missing_weights_file(tmp_path, capsys):
     missing = tmp_path / "nope.pth"
-    status, _, err = run_cli(capsys, "--weights", missing, "--arch", "osnet_x0_25", "--output", tmp_path / "m.onnx")
+    status, _, err = run_cli(capsys, "export", "--weights", missing, "--arch", "osnet_x0_25", "--output", tmp_path / "m.onnx")
     assert status == 2 and str(missing) in err and len(err.strip().splitlines()) == 1
 
 
@@ -47,13 +42,13 @@ def test_missing_weights_file(tmp_path, capsys):
 def test_file_that_is_not_weights(tmp_path, capsys, content):
     wrong = tmp_path / "notes.pth"
     wrong.write_bytes(content)
-    status, _, err = run_cli(capsys, "--weights", wrong, "--arch", "osnet_x0_25", "--output", tmp_path / "m.onnx")
+    status, _, err = run_cli(capsys, "export", "--weights", wrong, "--arch", "osnet_x0_25", "--output", tmp_path / "m.onnx")
     assert status == 2 and str(wrong) in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.onnx").exists()
 
 
 def test_weights_of_another_arch(tmp_path, capsys, osnet_weights):
-    status, _, err = run_cli(capsys, "--weights", osnet_weights, "--arch", "resnet18", "--output", tmp_path / "m.onnx")
+    status, _, err = run_cli(capsys, "export", "--weights", osnet_weights, "--arch", "resnet18", "--output", tmp_path / "m.onnx")
     assert status == 2 and str(osnet_weights) in err and "resnet18" in err
     assert len(err.strip().splitlines()) == 1
 
@@ -62,6 +57,6 @@ def test_unwritable_output_folder(tmp_path, capsys, osnet_weights):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     status, _, err = run_cli(
-        capsys, "--weights", osnet_weights, "--arch", "osnet_x0_25", "--output", blocker / "sub" / "m.onnx"
+        capsys, "export", "--weights", osnet_weights, "--arch", "osnet_x0_25", "--output", blocker / "sub" / "m.onnx"
     )
     assert status == 2 and str(blocker / "sub") in err and len(err.strip().splitlines()) == 1

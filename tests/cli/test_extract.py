@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hhcl.cli import main
+from cli_helpers import one_line_error, run_cli
 from hhcl.retrieval import FeatureExtractor
 
 
@@ -24,15 +24,10 @@ def images(tmp_path):
     return folder
 
 
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    status = main(["extract", *map(str, argv)])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
 
 def test_extract_writes_paths_and_features_of_every_format(tmp_path, capsys, weights, images):
     output = tmp_path / "out" / "feats.npz"
-    status, out, err = run_cli(capsys, "--weights", weights, "--arch", "osnet_x0_25", "--images", images,
+    status, out, err = run_cli(capsys, "extract", "--weights", weights, "--arch", "osnet_x0_25", "--images", images,
                                "--output", output, "--batch-size", 4)
     assert status == 0, err
     assert f"wrote {output}: 4 images x 512 features (osnet_x0_25" in out
@@ -51,7 +46,7 @@ def test_extract_from_a_list_file_skipping_a_broken_image(tmp_path, capsys, capl
     listing = tmp_path / "list.txt"
     listing.write_text("images/0002_c1.png\nimages/0009_c1.jpg\nimages/0000_c1.jpg\n")
     output = tmp_path / "feats.npz"
-    status, out, err = run_cli(capsys, "--weights", weights, "--arch", "osnet_x0_25", "--images", listing,
+    status, out, err = run_cli(capsys, "extract", "--weights", weights, "--arch", "osnet_x0_25", "--images", listing,
                                "--output", output)
     assert status == 0, err
     assert "2 images x 512 features" in out and "1 broken image skipped" in out
@@ -68,7 +63,7 @@ def test_extract_with_the_onnx_backend(tmp_path, capsys, weights, images):
     model_file = export_onnx(load_trained_model("osnet_x0_25", weights), tmp_path / "m.onnx", height=64, width=32,
                              metadata={"arch": "osnet_x0_25"}).path
     output = tmp_path / "feats.npz"
-    status, _, err = run_cli(capsys, "--weights", model_file, "--arch", "osnet_x0_25", "--backend", "onnx",
+    status, _, err = run_cli(capsys, "extract", "--weights", model_file, "--arch", "osnet_x0_25", "--backend", "onnx",
                              "--images", images, "--output", output)
     assert status == 0, err
     with np.load(output) as stored:
@@ -77,34 +72,28 @@ def test_extract_with_the_onnx_backend(tmp_path, capsys, weights, images):
     np.testing.assert_allclose(from_onnx, expected, atol=1e-4)
 
 
-def one_line_error(status: int, err: str, *names) -> None:
-    assert status == 2
-    assert len(err.strip().splitlines()) == 1, err
-    for name in names:
-        assert str(name) in err
-
 
 def test_missing_images(tmp_path, capsys, weights):
-    status, _, err = run_cli(capsys, "--weights", weights, "--arch", "osnet_x0_25", "--images", tmp_path / "nope",
+    status, _, err = run_cli(capsys, "extract", "--weights", weights, "--arch", "osnet_x0_25", "--images", tmp_path / "nope",
                              "--output", tmp_path / "f.npz")
     one_line_error(status, err, tmp_path / "nope")
 
 
 def test_empty_folder(tmp_path, capsys, weights):
     (tmp_path / "empty").mkdir()
-    status, _, err = run_cli(capsys, "--weights", weights, "--arch", "osnet_x0_25", "--images", tmp_path / "empty",
+    status, _, err = run_cli(capsys, "extract", "--weights", weights, "--arch", "osnet_x0_25", "--images", tmp_path / "empty",
                              "--output", tmp_path / "f.npz")
     one_line_error(status, err, tmp_path / "empty", "no images")
 
 
 def test_missing_weights(tmp_path, capsys, images):
-    status, _, err = run_cli(capsys, "--weights", tmp_path / "nope.pth", "--arch", "osnet_x0_25", "--images", images,
+    status, _, err = run_cli(capsys, "extract", "--weights", tmp_path / "nope.pth", "--arch", "osnet_x0_25", "--images", images,
                              "--output", tmp_path / "f.npz")
     one_line_error(status, err, tmp_path / "nope.pth")
 
 
 def test_weights_of_another_arch(tmp_path, capsys, weights, images):
-    status, _, err = run_cli(capsys, "--weights", weights, "--arch", "resnet18", "--images", images,
+    status, _, err = run_cli(capsys, "extract", "--weights", weights, "--arch", "resnet18", "--images", images,
                              "--output", tmp_path / "f.npz")
     one_line_error(status, err, weights, "resnet18")
 
@@ -114,7 +103,7 @@ def test_unwritable_output(tmp_path, capsys, weights, images, where):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     output = blocker / "f.npz" if where == "under_a_file" else images
-    status, _, err = run_cli(capsys, "--weights", weights, "--arch", "osnet_x0_25", "--images", images,
+    status, _, err = run_cli(capsys, "extract", "--weights", weights, "--arch", "osnet_x0_25", "--images", images,
                              "--output", output)
     one_line_error(status, err, blocker if where == "under_a_file" else images)
     assert re.search("folder|Not a directory", err)

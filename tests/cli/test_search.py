@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hhcl.cli import main
+from cli_helpers import one_line_error, run_cli
 from hhcl.retrieval import FeatureExtractor
 from hhcl.retrieval.visualize import FALSE_MATCH_COLOR, PAD, QUERY_COLOR, QUERY_GAP, TRUE_MATCH_COLOR, ranked_grid_size
 
@@ -41,11 +41,6 @@ def gallery_and_queries(tmp_path):
     return gallery, [queries / "0001_c1_0.jpg", queries / "0003_c1_0.jpg"]
 
 
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    status = main(["search", *map(str, argv)])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
 
 def printed_rankings(out: str) -> list[list[tuple[float, str]]]:
     rankings = []
@@ -60,7 +55,7 @@ def printed_rankings(out: str) -> list[list[tuple[float, str]]]:
 def test_search_prints_draws_and_writes_a_page(tmp_path, capsys, weights, gallery_and_queries):
     gallery, queries = gallery_and_queries
     output = tmp_path / "out"
-    status, out, err = run_cli(capsys, "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
+    status, out, err = run_cli(capsys, "search", "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
                                "--query", *queries, "--topk", TOPK, "--output", output)
     assert status == 0, err
 
@@ -99,7 +94,7 @@ def test_search_prints_draws_and_writes_a_page(tmp_path, capsys, weights, galler
 
 def test_identities_follow_the_pattern_or_none(tmp_path, capsys, weights, gallery_and_queries):
     gallery, queries = gallery_and_queries
-    status, out, _ = run_cli(capsys, "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
+    status, out, _ = run_cli(capsys, "search", "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
                              "--query", queries[0], "--topk", 2, "--output", tmp_path / "out", "--pattern", "")
     assert status == 0 and "identity" not in out
     with Image.open(tmp_path / "out" / "ranked.png") as picture:
@@ -113,7 +108,7 @@ def test_cache_is_reused_and_invalidated(tmp_path, capsys, caplog, weights, gall
     argv = ["--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery, "--query", queries[0],
             "--topk", TOPK, "--output", tmp_path / "out", "--cache", cache]
     with caplog.at_level(logging.INFO, logger="hhcl.retrieval"):
-        status, first, err = run_cli(capsys, *argv)
+        status, first, err = run_cli(capsys, "search", *argv)
     assert status == 0, err
     assert cache.is_file() and "cached in" in caplog.text
 
@@ -124,7 +119,7 @@ def test_cache_is_reused_and_invalidated(tmp_path, capsys, caplog, weights, gall
         patch.setattr(FeatureExtractor, "extract_files", no_extraction)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="hhcl.retrieval"):
-            status, second, err = run_cli(capsys, *argv)
+            status, second, err = run_cli(capsys, "search", *argv)
         assert status == 0, err
         assert "read from the cache" in caplog.text
     assert second == first
@@ -134,24 +129,18 @@ def test_cache_is_reused_and_invalidated(tmp_path, capsys, caplog, weights, gall
     Image.open(queries[0]).save(new_image)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="hhcl.retrieval"):
-        status, third, err = run_cli(capsys, *argv)
+        status, third, err = run_cli(capsys, "search", *argv)
     assert status == 0, err
     assert "stale (the gallery changed)" in caplog.text
     assert printed_rankings(third)[0][0][1] == str(new_image)
 
-
-def one_line_error(status: int, err: str, *names) -> None:
-    assert status == 2
-    assert len(err.strip().splitlines()) == 1, err
-    for name in names:
-        assert str(name) in err
 
 
 def test_empty_gallery(tmp_path, capsys, weights, gallery_and_queries):
     _, queries = gallery_and_queries
     empty = tmp_path / "empty"
     empty.mkdir()
-    status, _, err = run_cli(capsys, "--weights", weights, "--arch", "osnet_x0_25", "--gallery", empty,
+    status, _, err = run_cli(capsys, "search", "--weights", weights, "--arch", "osnet_x0_25", "--gallery", empty,
                              "--query", queries[0], "--output", tmp_path / "out")
     one_line_error(status, err, empty, "no images")
 
@@ -162,7 +151,7 @@ def test_unreadable_query_image(tmp_path, capsys, weights, gallery_and_queries, 
     query = tmp_path / "query.jpg"
     if content is not None:
         query.write_bytes(content)
-    status, _, err = run_cli(capsys, "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
+    status, _, err = run_cli(capsys, "search", "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
                              "--query", query, "--output", tmp_path / "out")
     one_line_error(status, err, query)
     assert "--strict" not in err
@@ -172,7 +161,7 @@ def test_output_folder_not_writable(tmp_path, capsys, weights, gallery_and_queri
     gallery, queries = gallery_and_queries
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    status, _, err = run_cli(capsys, "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
+    status, _, err = run_cli(capsys, "search", "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
                              "--query", queries[0], "--output", blocker / "out")
     one_line_error(status, err, blocker / "out")
 
@@ -181,21 +170,21 @@ def test_cache_not_writable(tmp_path, capsys, weights, gallery_and_queries):
     gallery, queries = gallery_and_queries
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    status, _, err = run_cli(capsys, "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
+    status, _, err = run_cli(capsys, "search", "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
                              "--query", queries[0], "--output", tmp_path / "out", "--cache", blocker / "c.npz")
     one_line_error(status, err, blocker, "--cache")
 
 
 def test_missing_weights(tmp_path, capsys, gallery_and_queries):
     gallery, queries = gallery_and_queries
-    status, _, err = run_cli(capsys, "--weights", tmp_path / "nope.pth", "--arch", "osnet_x0_25", "--gallery", gallery,
+    status, _, err = run_cli(capsys, "search", "--weights", tmp_path / "nope.pth", "--arch", "osnet_x0_25", "--gallery", gallery,
                              "--query", queries[0], "--output", tmp_path / "out")
     one_line_error(status, err, tmp_path / "nope.pth")
 
 
 def test_weights_of_another_arch(tmp_path, capsys, weights, gallery_and_queries):
     gallery, queries = gallery_and_queries
-    status, _, err = run_cli(capsys, "--weights", weights, "--arch", "osnet_x1_0", "--gallery", gallery,
+    status, _, err = run_cli(capsys, "search", "--weights", weights, "--arch", "osnet_x1_0", "--gallery", gallery,
                              "--query", queries[0], "--output", tmp_path / "out")
     one_line_error(status, err, weights, "osnet_x1_0")
 
@@ -207,7 +196,7 @@ def test_weights_of_another_arch(tmp_path, capsys, weights, gallery_and_queries)
 )
 def test_bad_options(tmp_path, capsys, weights, gallery_and_queries, option, value, message):
     gallery, queries = gallery_and_queries
-    status, _, err = run_cli(capsys, "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
+    status, _, err = run_cli(capsys, "search", "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
                              "--query", queries[0], "--output", tmp_path / "out", option, value)
     one_line_error(status, err, message)
 
@@ -223,7 +212,7 @@ def test_real_people_are_found_in_a_real_gallery(tmp_path, capsys, shared_data, 
     identities = {path.name[:4] for path in gallery.iterdir()}
     queries = [path for path in sorted(cameras.glob("*_a.png")) if path.name[:4] in identities][:30]
 
-    status, out, err = run_cli(capsys, "--weights", shared_models / "osnet_x0_25_msmt17.pth", "--arch", "osnet_x0_25",
+    status, out, err = run_cli(capsys, "search", "--weights", shared_models / "osnet_x0_25_msmt17.pth", "--arch", "osnet_x0_25",
                                "--gallery", gallery, "--query", *queries, "--topk", 5, "--output", tmp_path / "out")
     assert status == 0, err
     rankings = printed_rankings(out)

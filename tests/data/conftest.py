@@ -1,16 +1,12 @@
-"""Fixtures for the data tests: tiny image trees written into temporary folders."""
+"""Fixtures for the data tests (``make_files``, shared with the CLI tests, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import io
 import logging
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 
 @pytest.fixture(autouse=True)
@@ -21,40 +17,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def encoded_image(extension: str, size: tuple[int, int] = (8, 16), seed: int = 0) -> bytes:
-    """A small valid image file's bytes (width x height ``size``) in the format of ``extension``."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP"}
-    Image.fromarray(pixels).save(buffer, format=formats[extension.lower()])
-    return buffer.getvalue()
-
-
-@pytest.fixture
-def make_files() -> Callable[[Path, Iterable[str]], list[Path]]:
-    """``make_files(folder, names)`` writes a valid tiny image (or, for other extensions, a few
-    bytes of text) for every name and returns the paths."""
-    cache: dict[str, bytes] = {}
-
-    def make(folder: Path, names: Iterable[str]) -> list[Path]:
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for name in names:
-            path = folder / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            extension = path.suffix.lower()
-            if extension in (".jpg", ".jpeg", ".png", ".bmp"):
-                if extension not in cache:
-                    cache[extension] = encoded_image(extension)
-                path.write_bytes(cache[extension])
-            else:
-                path.write_text("not an image\n")
-            paths.append(path)
-        return paths
-
-    return make
 
 
 @pytest.fixture

@@ -89,6 +89,10 @@ class ClusterConfig:
     # so that a camera of one or two images is (almost) not centred on itself.
     camera_centering: bool = False
     camera_prior_images: float = 4.0
+    # > 0: dissolve each cluster whose mean pairwise similarity is below this share of its members'
+    # mean nearest-neighbour similarity (hhcl.cluster.assign.cluster_compactness): DBSCAN chains
+    # different people together through density links where each person has few images.
+    min_compactness: float = 0.0
     # Few-shot pools (two images a person) give DBSCAN no core point: two outliers that are each
     # other's nearest neighbour (on the clustering features) become a pseudo-identity of two.
     pair_outliers: bool = False
@@ -226,6 +230,7 @@ class Config:
             ("model.init_mix", 0 <= self.model.init_mix < 1, "in [0, 1): the share of the starting weights kept"),
             ("cluster.outliers", self.cluster.outliers in OUTLIER_MODES, f"one of {', '.join(OUTLIER_MODES)}"),
             ("cluster.camera_prior_images", self.cluster.camera_prior_images >= 0, "a number >= 0"),
+            ("cluster.min_compactness", 0 <= self.cluster.min_compactness < 1, "in [0, 1)"),
             ("guard.min_clustered_share", 0 <= self.guard.min_clustered_share <= 1, "in [0, 1]"),
             ("guard.min_cross_camera_share", 0 <= self.guard.min_cross_camera_share <= 1, "in [0, 1]"),
             ("guard.min_eps_stability", 0 <= self.guard.min_eps_stability <= 1, "in [0, 1]"),

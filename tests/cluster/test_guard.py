@@ -60,3 +60,10 @@ def test_epoch_stability_compares_with_the_previous_labels():
     stats = guard_statistics([0, 0, 1, 1], [0, 0, 0, 0], previous_labels=[5, 5, 6, 6])
     assert stats["epoch_stability"] == 1.0
     assert guard_statistics([0, 0, 1, 1], [0, 0, 0, 0])["epoch_stability"] is None
+
+
+def test_single_camera_sources_do_not_count_against_cross_camera_support():
+    labels = [0, 0, 1, 1, 2, 2]
+    cameras = [0, 1, 2, 2, 3, 3]
+    sources = [0, 0, 1, 1, 2, 2]  # source 0 has two cameras, the others one each
+    assert cross_camera_share(labels, cameras, sources) == 1.0

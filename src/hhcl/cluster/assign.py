@@ -12,12 +12,14 @@ The steps, each switched by a key of ``cluster``:
    camera's mean shrunk towards the pool's, ``camera_prior_images``; :mod:`hhcl.cluster.camera`);
 2. k-reciprocal Jaccard distance and DBSCAN at ``eps`` (:mod:`hhcl.cluster.pseudo_labels`), or
    with eps chosen per epoch and unreliable images dropped (:mod:`hhcl.cluster.reliability`);
-3. few-shot pairs (``pair_outliers``): two outliers that are each other's nearest neighbour become
+3. loose clusters dissolved (``min_compactness``): a cluster whose members are much less alike
+   than each is to its nearest neighbour is a chain of different people, not one;
+4. few-shot pairs (``pair_outliers``): two outliers that are each other's nearest neighbour become
    a pseudo-identity of two, so that pools of two images a person still give positives;
-4. no pseudo-identity across two sources (``separate_sources``; pooled folders share nobody);
-5. the guard (``guard.enabled``; :mod:`hhcl.cluster.guard`): label-free statistics and the
+5. no pseudo-identity across two sources (``separate_sources``; pooled folders share nobody);
+6. the guard (``guard.enabled``; :mod:`hhcl.cluster.guard`): label-free statistics and the
    decision to train on these labels or not;
-6. outliers as one-image identities (``outliers: instances``) or dropped.
+7. outliers as one-image identities (``outliers: instances``) or dropped.
 """
 
 from __future__ import annotations
@@ -62,20 +64,67 @@ def identity_labels(pids) -> np.ndarray:
     return labels
 
 
-def mutual_neighbour_pairs(features, labels) -> np.ndarray:
-    """``labels`` where two outliers that are each other's nearest neighbour form a new pseudo-identity.
-
-    ``features``: ``(N, D)`` L2-normalised (those clustered on). New ids follow the existing ones,
-    in order of the pair's first image. A mutual nearest neighbour is the tightest, parameter-free
-    pairing there is: it asks no distance threshold, and each image joins at most one pair.
-    """
+def nearest_other(features) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, similarity)`` of each row's nearest other row, ``(N,)`` each (L2-normalised ``(N, D)`` features)."""
     from hhcl.cluster.knn import nearest_neighbours
 
+    features = torch.as_tensor(features).float()
+    n = features.shape[0]
+    if n < 2:
+        return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)
+    nearest = own_neighbours(nearest_neighbours(features, k=min(3, n)).indices, 1)[:, 0]
+    similarity = (features * features[torch.from_numpy(nearest)]).sum(dim=1).numpy()
+    return nearest, similarity
+
+
+def cluster_compactness(features, labels, nearest_similarity) -> np.ndarray:
+    """``(C,)`` each cluster's mean pairwise cosine similarity over its members' mean nearest-neighbour similarity.
+
+    A cluster of one person is about as tight as its members' own nearest pairs (close to 1); a
+    chain that DBSCAN grew through density links between different people has members each close
+    to a neighbour, but far from each other (well below 1). The ratio is relative to the pool's own
+    density, so it needs no threshold in units of distance.
+    """
+    features = torch.as_tensor(features).float()
+    labels = np.asarray(labels, dtype=np.int64)
+    num_clusters = int(labels.max(initial=-1)) + 1
+    if num_clusters == 0:
+        return np.zeros(0)
+    clustered = np.flatnonzero(labels >= 0)
+    sums = features.new_zeros(num_clusters, features.shape[1]).index_add_(
+        0, torch.from_numpy(labels[clustered]), features[clustered])
+    sizes = np.bincount(labels[clustered], minlength=num_clusters).astype(np.float64)
+    squared = (sums.double() ** 2).sum(dim=1).numpy()
+    mean_pair = np.where(sizes > 1, (squared - sizes) / np.maximum(sizes * (sizes - 1), 1), 1.0)
+    neighbour = np.bincount(labels[clustered], weights=np.asarray(nearest_similarity, dtype=np.float64)[clustered],
+                            minlength=num_clusters) / np.maximum(sizes, 1)
+    return mean_pair / np.maximum(neighbour, 1e-6)
+
+
+def dissolve_loose_clusters(labels, compactness, min_compactness: float) -> np.ndarray:
+    """``labels`` with the clusters below ``min_compactness`` made outliers, the others renumbered ``0..C'-1``."""
+    labels = np.asarray(labels, dtype=np.int64)
+    kept = np.flatnonzero(np.asarray(compactness) >= min_compactness)
+    result = np.full(labels.shape, -1, dtype=np.int64)
+    members = np.isin(labels, kept) & (labels >= 0)
+    result[members] = np.searchsorted(kept, labels[members])
+    return result
+
+
+def mutual_neighbour_pairs(features, labels, nearest: np.ndarray | None = None) -> np.ndarray:
+    """``labels`` where two outliers that are each other's nearest neighbour form a new pseudo-identity.
+
+    ``features``: ``(N, D)`` L2-normalised (those clustered on); ``nearest``: each row's nearest
+    other row when already known. New ids follow the existing ones, in order of the pair's first
+    image. A mutual nearest neighbour is the tightest, parameter-free pairing there is: it asks no
+    distance threshold, and each image joins at most one pair.
+    """
     labels = np.array(labels, dtype=np.int64)
     n = labels.shape[0]
     if n < 2 or not (labels < 0).any():
         return labels
-    nearest = own_neighbours(nearest_neighbours(features, k=min(3, n)).indices, 1)[:, 0]
+    if nearest is None:
+        nearest, _ = nearest_other(features)
     rows = np.arange(n)
     pair = (nearest[nearest] == rows) & (rows < nearest) & (labels < 0) & (labels[nearest] < 0)
     first = np.flatnonzero(pair)
@@ -147,9 +196,21 @@ def assign_pseudo_labels(features, cameras, sources, cluster, guard, *, previous
 
     labels, stats = _dbscan(clustered_on, cluster, progress)
     stats = {**stats, **extra}
+    nearest = None
+    if cluster.min_compactness > 0 or cluster.pair_outliers:
+        nearest, nearest_similarity = nearest_other(clustered_on)
+    if cluster.min_compactness > 0 and (labels >= 0).any():
+        compactness = cluster_compactness(clustered_on, labels, nearest_similarity)
+        loose = compactness < cluster.min_compactness
+        stats["loose_clusters"] = int(loose.sum())
+        stats["loose_images"] = int(np.isin(labels, np.flatnonzero(loose)).sum())
+        labels = dissolve_loose_clusters(labels, compactness, cluster.min_compactness)
+        if loose.any():
+            log.info("%d loose clusters (%d images) dissolved: their members are far less alike than each is to its "
+                     "nearest neighbour (a chain of different people)", stats["loose_clusters"], stats["loose_images"])
     if cluster.pair_outliers:
         before = int(labels.max(initial=-1)) + 1
-        labels = mutual_neighbour_pairs(clustered_on, labels)
+        labels = mutual_neighbour_pairs(clustered_on, labels, nearest)
         stats["mutual_pairs"] = int(labels.max(initial=-1)) + 1 - before
         log.info("%d pseudo-identities of two from mutual nearest neighbours among the outliers", stats["mutual_pairs"])
     if cluster.separate_sources and len(np.unique(sources)) > 1:
@@ -189,4 +250,5 @@ def assign_pseudo_labels(features, cameras, sources, cluster, guard, *, previous
     return assignment
 
 
-__all__ = ["Assignment", "assign_pseudo_labels", "identity_labels", "mutual_neighbour_pairs", "no_cluster_message"]
+__all__ = ["Assignment", "assign_pseudo_labels", "cluster_compactness", "dissolve_loose_clusters", "identity_labels",
+           "mutual_neighbour_pairs", "nearest_other", "no_cluster_message"]

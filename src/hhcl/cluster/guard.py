@@ -9,8 +9,8 @@ together and pushes true matches apart, and a good starting model gets worse. Ev
 comes from the training pool and the model's own features; no identity is read:
 
 - ``clustered_share``: images in a pseudo-identity of two or more, over the pool;
-- ``cross_camera_share``: clustered images whose pseudo-identity spans two or more cameras, in
-  pools where one source has several cameras (None otherwise). Re-ID is matching across cameras:
+- ``cross_camera_share``: clustered images whose pseudo-identity spans two or more cameras,
+  counted in the sources (pooled folders) that have several cameras (None where none has). Re-ID is matching across cameras:
   clusters confined to one camera teach the camera's look, not the person;
 - ``eps_stability``: the share of DBSCAN's clustered images that stay reliable when eps moves by
   the reliability margin (None without one);
@@ -44,14 +44,19 @@ def clustered_share(labels) -> float:
 
 
 def cross_camera_share(labels, cameras, sources=None) -> float | None:
-    """Share of clustered images whose cluster spans two or more cameras; None when no source has two cameras."""
+    """Share of clustered images whose cluster spans two or more cameras, counted in the sources that have
+    two or more cameras (a single-camera folder has nothing to span); None when no source has two."""
     labels = np.asarray(labels, dtype=np.int64)
     cameras = np.asarray(cameras, dtype=np.int64)
     sources = np.zeros_like(cameras) if sources is None else np.asarray(sources, dtype=np.int64)
-    pairs = np.unique(np.stack([sources, cameras], axis=1), axis=0) if cameras.size else np.zeros((0, 2))
-    if cameras.size == 0 or np.bincount(pairs[:, 0].astype(np.int64)).max() < 2:
+    if cameras.size == 0:
         return None
-    clustered = np.flatnonzero(labels >= 0)
+    _, source_index = np.unique(sources, return_inverse=True)
+    distinct = np.unique(np.stack([source_index, cameras], axis=1), axis=0)
+    multi_camera = np.bincount(distinct[:, 0], minlength=int(source_index.max()) + 1) >= 2
+    if not multi_camera.any():
+        return None
+    clustered = np.flatnonzero((labels >= 0) & multi_camera[source_index])
     if clustered.size == 0:
         return 0.0
     cluster_camera = np.unique(np.stack([labels[clustered], cameras[clustered]], axis=1), axis=0)

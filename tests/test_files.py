@@ -133,3 +133,34 @@ def test_a_killed_writer_leaves_a_stray_that_the_next_cleanup_removes(tmp_path):
     writer.wait()
     assert remove_stray_temporaries(tmp_path) == (1, 3000)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_permission_problems_name_the_path_and_the_missing_permission(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from hhcl.data.scan import list_image_files
+    from hhcl.files import ensure_writable_folder
+    from hhcl.models.weights import read_checkpoint
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with monkeypatch.context() as patch:  # root ignores permissions: the refusals are simulated
+        patch.setattr(Path, "mkdir", refused)
+        with pytest.raises(HHCLError, match=f"no write permission on {tmp_path} .*choose another --output"):
+            ensure_writable_folder(tmp_path / "run")
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "access", lambda path, mode: False)
+        with pytest.raises(HHCLError, match=f"the folder {tmp_path} is not writable"):
+            ensure_writable_folder(tmp_path)
+        (tmp_path / "model.pth").write_bytes(b"x")
+        with pytest.raises(HHCLError, match=f"cannot read {tmp_path / 'model.pth'}: no read permission"):
+            read_checkpoint(tmp_path / "model.pth")
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "scandir", refused)
+        with pytest.raises(HHCLError, match=f"cannot list the folder {tmp_path}: no read permission"):
+            list_image_files(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(HHCLError, match="--output .*a_file is a file, not a folder"):
+        ensure_writable_folder(tmp_path / "a_file")

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     except HHCLError as error:
         print(f"hhcl {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"hhcl {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interruption:
+        # a command may say where it stopped and how to continue (hhcl train: the --resume command)
+        hint = f" {interruption}" if str(interruption) else ""
+        print(f"hhcl {args.command}: interrupted{hint}", file=sys.stderr)
         return 130

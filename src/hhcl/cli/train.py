@@ -6,7 +6,12 @@ Run several processes with ``torchrun --nproc_per_node=N -m hhcl train ...`` (DD
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shlex
+import sys
+from pathlib import Path
 
 from hhcl.config import LOSS_FORMS, MEMORY_MODES, PRECISION_CHOICES, load_config
 
@@ -107,8 +112,29 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from hhcl.engine import Trainer
+    from hhcl.engine.run_folder import locked_run_folder
 
     config = load_config(args.config, overrides_from_args(args))
-    trainer = Trainer(config, args.output, resume=args.resume, progress=not args.no_progress)
-    trainer.fit()
+    # Under torchrun every rank runs this command; rank 0 holds the run folder for all of them.
+    holds_folder = int(os.environ.get("RANK", "0")) == 0
+    trainer = None
+    with locked_run_folder(args.output) if holds_folder else contextlib.nullcontext():
+        try:
+            trainer = Trainer(config, args.output, resume=args.resume, progress=not args.no_progress)
+            trainer.fit()
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(interruption_hint(args, getattr(trainer, "epoch", 0))) from None
     return 0
+
+
+def interruption_hint(args: argparse.Namespace, completed_epochs: int) -> str:
+    """``after epoch N; continue with `hhcl train ... --resume` `` for a run stopped with Ctrl-C."""
+    from hhcl.engine.trainer import CHECKPOINT_FILE
+
+    command = shlex.join(["hhcl", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else \
+        f"hhcl train ... --output {shlex.quote(str(args.output))}"
+    if not args.resume:
+        command += " --resume"
+    if not (Path(args.output) / CHECKPOINT_FILE).is_file():
+        return f"before the first checkpoint was written; start again with `{command}`"
+    return f"after epoch {completed_epochs}; continue with `{command}`"

@@ -61,14 +61,18 @@ def list_image_files(
     """
     images: list[str] = []
     skipped: list[str] = []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.is_dir():
-                continue
-            if is_image_name(entry.name):
-                images.append(entry.path)
-            else:
-                skipped.append(entry.name)
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if _is_folder(entry):
+                    continue
+                if is_image_name(entry.name):
+                    images.append(entry.path)
+                else:
+                    skipped.append(entry.name)
+    except PermissionError as error:
+        raise HHCLError(f"cannot list the folder {folder}: no read permission on it for this user "
+                        f"({error.strerror}); change its permissions (chmod u+rx) or copy the images") from None
     images.sort()
     if skipped:
         skipped.sort()
@@ -81,6 +85,15 @@ def list_image_files(
             shown,
         )
     return drop_broken_images(images, check_images=check_images, strict=strict)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """``entry.is_dir()``, with a one-line error for a symbolic link that cannot be followed (a loop)."""
+    try:
+        return entry.is_dir()
+    except OSError as error:
+        raise HHCLError(f"{entry.path} is a symbolic link that cannot be followed ({error.strerror}): "
+                        f"remove it or point it at an image") from None
 
 
 def drop_broken_images(paths: Sequence[str], *, check_images: bool, strict: bool) -> list[str]:

@@ -52,6 +52,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def check_same_model(state: dict[str, Any], build_options: dict[str, Any]) -> None:
+    """Refuse, in one line, a checkpoint whose model was built with other options (``--arch``...) than this run's."""
+    saved = state.get("build_options") or {}
+    changed = [f"{key} {saved[key]!r} (now {build_options.get(key)!r})" for key in saved
+               if key in build_options and saved[key] != build_options[key]]
+    if changed:
+        raise HHCLError(f"the checkpoint holds a model built with {', '.join(changed)}: resume with the checkpoint's "
+                        f"settings (e.g. --arch {saved.get('arch')}), or train the new model into another --output")
+
+
 def capture_rng_state() -> dict[str, Any]:
     """The states of Python's, numpy's and torch's (CPU and CUDA) global generators."""
     numpy_state = np.random.get_state()

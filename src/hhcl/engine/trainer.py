@@ -40,6 +40,7 @@ from hhcl.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     capture_rng_state,
+    check_same_model,
     load_checkpoint,
     restore_rng_state,
     save_atomically,
@@ -527,6 +528,7 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        check_same_model(state, self.model.build_options)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

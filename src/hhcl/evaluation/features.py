@@ -64,6 +64,8 @@ def evaluate_features(
     queries, gallery = as_features(q_feats, "q_feats"), as_features(g_feats, "g_feats")
     check_same_width(queries, gallery)
     num_query, num_gallery = queries.shape[0], gallery.shape[0]
+    if num_query == 0:
+        raise HHCLError("the query set is empty (q_feats has 0 rows): evaluation needs at least one query")
     q_pids = as_labels(q_pids, "q_pids", num_query, "query features")
     q_cams = as_labels(q_cams, "q_cams", num_query, "query features")
     g_pids = as_labels(g_pids, "g_pids", num_gallery, "gallery features")

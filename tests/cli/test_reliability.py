@@ -1,0 +1,322 @@
+"""Bad inputs as a user meets them on the command line, corrupt files, and one writer per run folder.
+
+Every case asserts: a non-zero exit status, no traceback, one error line naming the path or value,
+and no earlier file lost.
+"""
+
+import os
+import pickle
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hhcl.cli import main
+from hhcl.errors import HHCLError
+
+TINY_SET = {"num_identities": 12, "images_per_identity": 6, "num_cameras": 3, "height": 32, "width": 16, "seed": 0,
+            "camera_strength": 0.0}
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root ignores file permissions
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    from hhcl.data import load_dataset
+
+    root = tmp_path_factory.mktemp("tiny") / "synthetic"
+    load_dataset("synthetic", root, **TINY_SET)
+    return root
+
+
+def train_arguments(root: Path, output: Path, *extra: str) -> list[str]:
+    settings = [f"dataset.options.{key}={value}" for key, value in TINY_SET.items()]
+    settings += ["cluster.k1=10", "cluster.k2=3", "train.num_threads=1", "model.arch=osnet_x0_25"]
+    return ["train", "--config", "demo", "--root", str(root), "--output", str(output), "--height", "32",
+            "--width", "16", "--num-workers", "0", "--batch-size", "16", "--num-instances", "4", "--eps", "0.6",
+            "--iters", "2", "--eval-every", "0", "--no-progress",
+            *[item for setting in settings for item in ("--set", setting)], *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_root, tmp_path_factory) -> Path:
+    """The run folder of a one-epoch tiny training: checkpoint.pth, model.pth..."""
+    output = tmp_path_factory.mktemp("runs") / "run"
+    assert main(train_arguments(tiny_root, output, "--epochs", "1")) == 0
+    return output
+
+
+def the_error_line(stderr: str, command: str) -> str:
+    """The one error line of ``hhcl COMMAND``; fails on a traceback or several error lines."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith(f"hhcl {command}: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    status = main(argv)
+    return status, capsys.readouterr().err
+
+
+def hhcl_process(*argv: str, preexec_fn=None, **options) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hhcl", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=preexec_fn, **options)
+
+
+def flip_middle_byte_of_largest_tensor(path: Path, tensors: dict) -> None:
+    """Flip one bit in the middle of the file's largest tensor, as a bad disk or copy would."""
+    largest = max(tensors.values(), key=lambda tensor: tensor.numel())
+    data = largest.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+    content = bytearray(path.read_bytes())
+    start = content.index(data)
+    content[start + len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(content))
+
+
+# -- corrupt files ----------------------------------------------------------------------------------
+
+
+def test_a_flipped_byte_in_a_real_model_file_and_checkpoint_is_refused(finished_run, tiny_root, tmp_path, capsys):
+    model_file, checkpoint_file = tmp_path / "model.pth", tmp_path / "checkpoint.pth"
+    model_file.write_bytes((finished_run / "model.pth").read_bytes())
+    checkpoint_file.write_bytes((finished_run / "checkpoint.pth").read_bytes())
+    flip_middle_byte_of_largest_tensor(model_file, torch.load(model_file, weights_only=True)["model"])
+    flip_middle_byte_of_largest_tensor(checkpoint_file, torch.load(checkpoint_file, weights_only=True)["model"])
+
+    status, stderr = run_cli(["extract", "--weights", str(model_file), "--images", str(tiny_root / "query"),
+                              "--output", str(tmp_path / "features.npz")], capsys)
+    assert status == 2
+    assert f"{model_file} is corrupt" in the_error_line(stderr, "extract")
+    assert not (tmp_path / "features.npz").exists()
+
+    corrupt = checkpoint_file.read_bytes()
+    status, stderr = run_cli(train_arguments(tiny_root, tmp_path / "resumed", "--epochs", "2", "--resume",
+                                             str(checkpoint_file)), capsys)
+    assert status == 2
+    assert f"{checkpoint_file} is corrupt" in the_error_line(stderr, "train")
+    assert checkpoint_file.read_bytes() == corrupt  # never loaded, never rewritten
+
+
+# -- the table of bad inputs ------------------------------------------------------------------------
+
+
+def output_is_a_file(tmp_path, tiny_root, finished_run):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("kept")
+    return train_arguments(tiny_root, blocker), str(blocker), [blocker]
+
+
+def read_only_output(tmp_path, tiny_root, finished_run):
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return train_arguments(tiny_root, folder / "run"), str(folder), []
+
+
+def unreadable_data_folder(tmp_path, tiny_root, finished_run):
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((tiny_root / "query").iterdir().__next__().read_bytes())
+    folder.chmod(0o000)
+    return (["extract", "--weights", str(finished_run / "model.pth"), "--images", str(folder), "--output",
+             str(tmp_path / "f.npz")], str(folder), [])
+
+
+def unreadable_weights(tmp_path, tiny_root, finished_run):
+    weights = tmp_path / "model.pth"
+    weights.write_bytes((finished_run / "model.pth").read_bytes())
+    weights.chmod(0o000)
+    return (["extract", "--weights", str(weights), "--images", str(tiny_root / "query"), "--output",
+             str(tmp_path / "f.npz")], str(weights), [])
+
+
+def symlink_loop_in_data(tmp_path, tiny_root, finished_run):
+    folder = tmp_path / "crops" / "train"
+    folder.mkdir(parents=True)
+    (folder / "0001_c1_0001.jpg").write_bytes(next((tiny_root / "query").iterdir()).read_bytes())
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+    return (["datasets", "info", "folder", "--root", str(tmp_path / "crops"), "--pattern", ""],
+            str(folder / "loop.jpg"), [folder / "0001_c1_0001.jpg"])
+
+
+def symlink_cycle_in_images(tmp_path, tiny_root, finished_run):
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    (folder / "a.jpg").symlink_to("b.jpg")
+    (folder / "b.jpg").symlink_to("a.jpg")
+    return (["extract", "--weights", str(finished_run / "model.pth"), "--images", str(folder), "--output",
+             str(tmp_path / "f.npz")], f"{folder}{os.sep}", [])  # a.jpg or b.jpg, whichever is listed first
+
+
+def resume_with_another_arch(tmp_path, tiny_root, finished_run):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pth").write_bytes((finished_run / "checkpoint.pth").read_bytes())
+    return (train_arguments(tiny_root, run, "--epochs", "2", "--resume", "--set", "model.arch=resnet18"),
+            "arch 'osnet_x0_25' (now 'resnet18')", [run / "checkpoint.pth"])
+
+
+def malicious_pickle(tmp_path, tiny_root, finished_run):
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("echo should never run",))
+
+    weights = tmp_path / "model.pth"
+    torch.save({"model": RunsCode()}, weights)
+    return (["extract", "--weights", str(weights), "--arch", "osnet_x0_25", "--images", str(tiny_root / "query"),
+             "--output", str(tmp_path / "f.npz")], f"{weights} holds code", [weights])
+
+
+def raw_pickle(tmp_path, tiny_root, finished_run):
+    weights = tmp_path / "model.pkl"
+    weights.write_bytes(pickle.dumps({"model": np.zeros(3)}))
+    return (["extract", "--weights", str(weights), "--arch", "osnet_x0_25", "--images", str(tiny_root / "query"),
+             "--output", str(tmp_path / "f.npz")], f"{weights} is a pickle that safe loading refuses", [weights])
+
+
+def export_height_zero(tmp_path, tiny_root, finished_run):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    return (["export", "--weights", str(finished_run / "model.pth"), "--output", str(tmp_path / "m.onnx"),
+             "--height", "0"], "0x128", [])
+
+
+def device_tpu(tmp_path, tiny_root, finished_run):
+    return train_arguments(tiny_root, tmp_path / "run", "--device", "tpu"), "'tpu'", []
+
+
+CASES = [
+    pytest.param(output_is_a_file, id="output-is-a-file"),
+    pytest.param(read_only_output, id="read-only-output",
+                 marks=pytest.mark.skipif(AS_ROOT, reason="root writes anywhere")),
+    pytest.param(unreadable_data_folder, id="unreadable-data-folder",
+                 marks=pytest.mark.skipif(AS_ROOT, reason="root reads anything")),
+    pytest.param(unreadable_weights, id="unreadable-weights",
+                 marks=pytest.mark.skipif(AS_ROOT, reason="root reads anything")),
+    pytest.param(symlink_loop_in_data, id="symlink-loop-in-a-dataset"),
+    pytest.param(symlink_cycle_in_images, id="symlink-cycle-in-images"),
+    pytest.param(resume_with_another_arch, id="resume-with-another-arch"),
+    pytest.param(malicious_pickle, id="weights-that-hold-code"),
+    pytest.param(raw_pickle, id="a-raw-pickle"),
+    pytest.param(export_height_zero, id="export-height-0"),
+    pytest.param(device_tpu, id="device-tpu"),
+]
+
+
+@pytest.mark.parametrize("make_case", CASES)
+def test_a_bad_input_is_one_line_that_names_it(make_case, tmp_path, tiny_root, finished_run, capsys):
+    argv, named, kept = make_case(tmp_path, tiny_root, finished_run)
+    before = {path: path.read_bytes() for path in kept}
+    try:
+        status, stderr = run_cli(argv, capsys)
+    finally:
+        for path in tmp_path.rglob("*"):  # let pytest clean up what the case locked
+            if not path.is_symlink():
+                path.chmod(0o755)
+    assert status == 2
+    line = the_error_line(stderr, argv[0])
+    assert named in line
+    assert "weights_only" not in line  # hhcl never advises unpickling an untrusted file
+    assert {path: path.read_bytes() for path in kept} == before
+
+
+def test_evaluate_features_with_an_empty_query_set_is_one_line():
+    from hhcl.evaluation import evaluate_features
+
+    with pytest.raises(HHCLError, match="the query set is empty") as error:
+        evaluate_features(np.zeros((0, 4)), np.ones((3, 4)), [], [1, 2, 3], [], [0, 1, 0])
+    assert "\n" not in str(error.value)
+
+
+# -- a full disk ------------------------------------------------------------------------------------
+
+
+def file_size_limit(limit: int):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    return apply
+
+
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(finished_run, tiny_root, tmp_path):
+    from hhcl.engine.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("checkpoint.pth", "config.yaml"):
+        (run / name).write_bytes((finished_run / name).read_bytes())
+    limit = (run / "checkpoint.pth").stat().st_size // 2
+    process = hhcl_process(*train_arguments(tiny_root, run, "--epochs", "2", "--resume"),
+                           preexec_fn=file_size_limit(limit))
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2
+    line = the_error_line(stderr, "train")
+    assert f"cannot write {run / 'checkpoint.pth'}" in line and "previous file" in line
+    assert load_checkpoint(run / "checkpoint.pth")["epoch"] == 1
+    assert not list(run.glob(".*.tmp-*"))
+
+
+def test_a_full_disk_while_writing_features_keeps_the_previous_file(finished_run, tiny_root, tmp_path):
+    output = tmp_path / "features.npz"
+    output.write_bytes(b"an earlier file")
+    process = hhcl_process("extract", "--weights", str(finished_run / "model.pth"), "--images",
+                           str(tiny_root / "query"), "--output", str(output), preexec_fn=file_size_limit(4096))
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2
+    assert f"cannot write {output}" in the_error_line(stderr, "extract")
+    assert output.read_bytes() == b"an earlier file"
+
+
+# -- one writer per run folder ----------------------------------------------------------------------
+
+
+def wait_for(condition, process: subprocess.Popen, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the training ended early: {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("the training did not reach the expected point")
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="fcntl locks and signals of POSIX")
+def test_one_training_per_run_folder_and_a_killed_one_does_not_block_resume(tiny_root, tmp_path):
+    run = tmp_path / "run"
+    long_run = train_arguments(tiny_root, run, "--epochs", "1000")
+    first = hhcl_process(*long_run)
+    wait_for(lambda: (run / "checkpoint.pth").is_file(), first)
+
+    second = hhcl_process(*long_run)
+    _, stderr = second.communicate(timeout=300)
+    assert second.returncode == 2
+    line = the_error_line(stderr, "train")
+    assert f"{run} is in use by process {first.pid} (started " in line
+    assert "choose another --output or wait" in line
+
+    first.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 130
+    line = the_error_line(stderr, "train")
+    assert "interrupted after epoch " in line and "--resume`" in line and str(run) in line
+
+    killed = hhcl_process(*long_run, "--resume")
+    wait_for(lambda: str(killed.pid) in (run / ".lock").read_text(), killed)
+    killed.kill()
+    killed.wait()
+    stray = run / f".checkpoint.pth.tmp-{killed.pid}"
+    stray.write_bytes(bytes(12345))  # as a kill during a save leaves it
+
+    resumed = hhcl_process(*train_arguments(tiny_root, run, "--epochs", "1", "--resume"))
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    assert "removed 1 unfinished temporary file(s) of killed runs" in stderr and "12.3 kB freed" in stderr
+    assert not stray.exists() and (run / "model.pth").is_file()

@@ -52,6 +52,24 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
     assert pixels.tolist() == [0, 128, 255]
 
 
+def test_a_dark_sixteen_bit_image_stays_dark(tmp_path):
+    path = tmp_path / "dark.png"
+    Image.fromarray(np.array([[0, 4112, 8224]], dtype=np.uint16)).save(path)  # at most 1/8 of full scale
+    assert np.asarray(read_image(path))[0, :, 0].tolist() == [0, 16, 32]  # scaled by the bit depth, not stretched
+
+
+def test_the_exif_orientation_turns_a_phone_photo_upright(tmp_path):
+    stored = np.zeros((16, 32, 3), dtype=np.uint8)  # stored landscape, 16 rows x 32 columns
+    stored[:8, :8] = (255, 0, 0)  # a red top-left block (JPEG blurs single pixels)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=100)
+    pixels = np.asarray(read_image(path))
+    assert pixels.shape == (32, 16, 3)  # portrait, as the camera held it
+    assert pixels[2, 13, 0] > 200 and pixels[2, 2, 0] < 60  # the stored top-left is now top-right
+
+
 def test_cmyk_jpeg(tmp_path):
     path = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (4, 4), (0, 255, 255, 0)).save(path)

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hhcl.errors import HHCLError
 
@@ -31,8 +31,8 @@ def is_image_name(name: str) -> bool:
 def read_image(path: str | os.PathLike) -> Image.Image:
     """Decode an image file fully and return it in RGB mode.
 
-    Grayscale, palette (with or without transparency), CMYK and RGBA files are converted to RGB;
-    an alpha channel is dropped. A missing, empty, truncated or corrupt file raises
+    Grayscale (16-bit scaled by its bit depth), palette (with or without transparency), CMYK and
+    RGBA files are converted to RGB; an alpha channel is dropped. An EXIF orientation is applied. A missing, empty, truncated or corrupt file raises
     :class:`HHCLError` naming it.
     """
     path = os.fspath(path)
@@ -42,6 +42,8 @@ def read_image(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as image:
             # load() decodes every byte, so a truncated file fails here rather than later.
             image.load()
+            # a phone stores a rotated photo unrotated, with an EXIF orientation: show it as taken
+            ImageOps.exif_transpose(image, in_place=True)
             return _to_rgb(image)
     except FileNotFoundError:
         raise HHCLError(f"image {path} not found; rescan the dataset or restore the file") from None
@@ -58,10 +60,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         # Pillow insists palette transparency goes through RGBA first.
         image = image.convert("RGBA")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grayscale: scale to 8 bits instead of letting convert() clip at 255.
+        # 16/32-bit grayscale: scale by the bit depth (not the image's own maximum, which would
+        # brighten a dark picture) instead of letting convert() clip at 255.
         array = np.asarray(image, dtype=np.float64)
-        peak = max(float(array.max()), 1.0)
-        image = Image.fromarray((array * (255.0 / peak)).round().astype(np.uint8), mode="L")
+        full_scale = 65535.0 if image.mode.startswith("I;16") or array.max() <= 65535 else 2.0**31 - 1
+        image = Image.fromarray(np.clip(array * (255.0 / full_scale), 0, 255).round().astype(np.uint8), mode="L")
     return image.convert("RGB")
 
 

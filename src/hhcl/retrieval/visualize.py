@@ -16,8 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from hhcl.data.images import read_image
-from hhcl.errors import HHCLError
-from hhcl.retrieval.outputs import ensure_writable_folder
+from hhcl.files import atomic_file, ensure_writable_folder, write_bytes_atomically
 from hhcl.retrieval.search import RankedList
 
 ImageLike = str | os.PathLike | Image.Image
@@ -217,10 +216,7 @@ def write_html_page(
         parts.append("</tr></table>")
     parts.append("</body></html>")
     ensure_writable_folder(output_path.parent)
-    try:
-        output_path.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    except OSError as error:
-        raise HHCLError(f"cannot write {output_path}: {error.strerror or error}") from error
+    write_bytes_atomically(output_path, "\n".join(parts) + "\n")
     return output_path
 
 
@@ -320,9 +316,7 @@ def _rank_ticks(num_ranks: int) -> list[int]:
 def _save_png(image: Image.Image, output_path: str | os.PathLike) -> Path:
     output_path = Path(output_path)
     ensure_writable_folder(output_path.parent)
-    try:
-        image.save(output_path, format="PNG")
-    except OSError as error:
-        raise HHCLError(f"cannot write {output_path}: {error.strerror or error}") from error
+    with atomic_file(output_path) as temporary:
+        image.save(temporary, format="PNG")
     return output_path
 

@@ -14,8 +14,10 @@ The steps, each switched by a key of ``cluster``:
    with eps chosen per epoch and unreliable images dropped (:mod:`hhcl.cluster.reliability`);
 3. loose clusters dissolved (``min_compactness``): a cluster whose members are much less alike
    than each is to its nearest neighbour is a chain of different people, not one;
-4. few-shot pairs (``pair_outliers``): two outliers that are each other's nearest neighbour become
-   a pseudo-identity of two, so that pools of two images a person still give positives;
+4. few-shot pairs (``pair_outliers``): two outliers that are each other's nearest neighbour in
+   another camera (in a folder of several cameras; else each other's nearest) become a
+   pseudo-identity of two, so that pools of two images a person still give positives, and
+   positives that teach the cross-camera match rather than a camera's near-duplicates;
 5. no pseudo-identity across two sources (``separate_sources``; pooled folders share nobody);
 6. the guard (``guard.enabled``; :mod:`hhcl.cluster.guard`): label-free statistics and the
    decision to train on these labels or not;
@@ -111,6 +113,32 @@ def dissolve_loose_clusters(labels, compactness, min_compactness: float) -> np.n
     return result
 
 
+CROSS_CAMERA_SEARCH = 50  # neighbours searched for the nearest one in another camera
+
+
+def nearest_in_other_camera(features, cameras, sources) -> np.ndarray:
+    """``(N,)`` each image's nearest neighbour in another camera of its own source, where its source
+    has several cameras (-1 when none is among its nearest ``CROSS_CAMERA_SEARCH``); in a
+    single-camera source, its nearest other image."""
+    from hhcl.cluster.knn import nearest_neighbours
+
+    cameras = np.asarray(cameras, dtype=np.int64)
+    sources = np.asarray(sources, dtype=np.int64)
+    n = cameras.shape[0]
+    if n < 2:
+        return np.full(n, -1, dtype=np.int64)
+    ranked = nearest_neighbours(features, k=min(CROSS_CAMERA_SEARCH + 1, n)).indices
+    _, source_index = np.unique(sources, return_inverse=True)
+    distinct = np.unique(np.stack([source_index, cameras], axis=1), axis=0)
+    multi_camera = (np.bincount(distinct[:, 0], minlength=int(source_index.max()) + 1) >= 2)[source_index]
+    rows = np.arange(n)[:, None]
+    allowed = (ranked != rows) & (ranked >= 0)
+    allowed &= ~multi_camera[:, None] | ((sources[ranked] == sources[:, None]) & (cameras[ranked] != cameras[:, None]))
+    first = allowed.argmax(axis=1)
+    found = allowed[np.arange(n), first]
+    return np.where(found, ranked[np.arange(n), first], -1)
+
+
 def mutual_neighbour_pairs(features, labels, nearest: np.ndarray | None = None) -> np.ndarray:
     """``labels`` where two outliers that are each other's nearest neighbour form a new pseudo-identity.
 
@@ -126,11 +154,13 @@ def mutual_neighbour_pairs(features, labels, nearest: np.ndarray | None = None) 
     if nearest is None:
         nearest, _ = nearest_other(features)
     rows = np.arange(n)
-    pair = (nearest[nearest] == rows) & (rows < nearest) & (labels < 0) & (labels[nearest] < 0)
+    valid = nearest >= 0
+    partner = np.where(valid, nearest, 0)
+    pair = valid & (nearest[partner] == rows) & (rows < partner) & (labels < 0) & (labels[partner] < 0)
     first = np.flatnonzero(pair)
     new_ids = labels.max(initial=-1) + 1 + np.arange(first.size)
     labels[first] = new_ids
-    labels[nearest[first]] = new_ids
+    labels[partner[first]] = new_ids
     return labels
 
 
@@ -196,10 +226,8 @@ def assign_pseudo_labels(features, cameras, sources, cluster, guard, *, previous
 
     labels, stats = _dbscan(clustered_on, cluster, progress)
     stats = {**stats, **extra}
-    nearest = None
-    if cluster.min_compactness > 0 or cluster.pair_outliers:
-        nearest, nearest_similarity = nearest_other(clustered_on)
     if cluster.min_compactness > 0 and (labels >= 0).any():
+        _, nearest_similarity = nearest_other(clustered_on)
         compactness = cluster_compactness(clustered_on, labels, nearest_similarity)
         loose = compactness < cluster.min_compactness
         stats["loose_clusters"] = int(loose.sum())
@@ -210,7 +238,7 @@ def assign_pseudo_labels(features, cameras, sources, cluster, guard, *, previous
                      "nearest neighbour (a chain of different people)", stats["loose_clusters"], stats["loose_images"])
     if cluster.pair_outliers:
         before = int(labels.max(initial=-1)) + 1
-        labels = mutual_neighbour_pairs(clustered_on, labels, nearest)
+        labels = mutual_neighbour_pairs(clustered_on, labels, nearest_in_other_camera(clustered_on, cameras, sources))
         stats["mutual_pairs"] = int(labels.max(initial=-1)) + 1 - before
         log.info("%d pseudo-identities of two from mutual nearest neighbours among the outliers", stats["mutual_pairs"])
     if cluster.separate_sources and len(np.unique(sources)) > 1:
@@ -251,4 +279,4 @@ def assign_pseudo_labels(features, cameras, sources, cluster, guard, *, previous
 
 
 __all__ = ["Assignment", "assign_pseudo_labels", "cluster_compactness", "dissolve_loose_clusters", "identity_labels",
-           "mutual_neighbour_pairs", "nearest_other", "no_cluster_message"]
+           "mutual_neighbour_pairs", "nearest_in_other_camera", "nearest_other", "no_cluster_message"]

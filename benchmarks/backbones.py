@@ -21,6 +21,8 @@ batch. Variants:
 ``min cos`` is the smallest cosine similarity between a variant's and the baseline's
 L2-normalised features over the batch: it shows what reduced precision costs in accuracy.
 Weights are random: speed does not depend on their values.
+
+The table is written to the ``backbones`` block of docs/benchmarks.md (``--no-doc``: print only).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
+from benchmarks.report import add_doc_argument, command_line, machine_load, table, write_block
 from hhcl.models import build_model
 from hhcl.models.inference import autocast, inference_context, prepare_images
 
@@ -150,13 +153,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants (slow to build)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per architecture")
+    add_doc_argument(parser)
     args = parser.parse_args(argv)
+    load_before = machine_load()
     if args.threads:
         torch.set_num_threads(args.threads)
+    reports = []
     for arch in args.archs:
         report = benchmark_arch(arch, args.batch_size, args.height, args.width, args.rounds, not args.no_compile)
+        reports.append(report)
         print(json.dumps(report) if args.json else format_table(report), flush=True)
+    if not args.no_doc:
+        write_block("backbones", render_markdown(reports), command_line("benchmarks.backbones", argv), load_before)
     return 0
+
+
+def render_markdown(reports: list[dict]) -> str:
+    """The docs block: fp32 eager images/s, then each variant as a ratio to it; one column per architecture."""
+    first = reports[0]
+    columns = [f"{report['arch']}, {report['threads']} thread{'s' if report['threads'] != 1 else ''}"
+               for report in reports]
+    variants = list(dict.fromkeys(row["variant"] for report in reports for row in report["results"]))
+    by_arch = [{row["variant"]: row for row in report["results"]} for report in reports]
+    rows = [["fp32 eager (images/s)", *(f"{of_arch['fp32 eager']['images_per_s']:.1f}" for of_arch in by_arch)]]
+    for variant in variants:
+        if variant == "fp32 eager":
+            continue
+        cells = []
+        for of_arch in by_arch:
+            row = of_arch.get(variant)
+            cells.append("-" if row is None or row["speedup"] is None else f"{row['speedup']:.2f}x")
+        rows.append([VARIANT_TITLES.get(variant, variant), *cells])
+    cosines = [row["min_cosine"] for of_arch in by_arch for row in of_arch.values()
+               if row["min_cosine"] is not None]
+    notes = [f"{report['arch']} {row['variant']}: {row['note']}" for report in reports for row in report["results"]
+             if row["note"].startswith("failed")]
+    return "\n".join([
+        f"## Backbones: inference images/s at {first['height']}x{first['width']}, batch {first['batch_size']} "
+        "(`python -m benchmarks.backbones`)", "",
+        f"Ratios to fp32 eager in the same run, median of {first['rounds']} rounds; `--threads 1` for one thread.", "",
+        table(["variant", *columns], rows), "",
+        f"The smallest cosine between a variant's features and fp32 eager's was {min(cosines):.5f}."
+        + (" Not run: " + "; ".join(notes) + "." if notes else ""),
+    ])
+
+
+VARIANT_TITLES = {
+    "fp32 channels_last input": "fp32 channels_last input (hhcl `fp32`)",
+    "bf16 autocast + channels_last": "bf16 autocast + channels_last (hhcl `--precision bf16`)",
+}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
 2. With ``--arch``: one training step (augmentation, forward, hybrid loss, backward, Adam step,
    memory update) in images/s, fp32 against bf16 autocast on CPU or AMP on CUDA.
 
-Timings are medians over the repetitions; on a shared machine run it twice.
+Timings are medians over the repetitions; on a shared machine run it twice. The figures are
+written to the ``training`` block of docs/benchmarks.md (``--no-doc``: print only).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from benchmarks.report import add_doc_argument, command_line, machine_load, table, write_block
 from hhcl.memory import build_memory
 
 
@@ -55,13 +57,15 @@ def median_seconds(function, repeats: int) -> float:
     return statistics.median(times)
 
 
-def memory_updates(repeats: int, device: torch.device) -> None:
+def memory_updates(repeats: int, device: torch.device) -> dict:
     generator = torch.Generator().manual_seed(0)
     num_clusters, dim, identities, instances = 700, 2048, 16, 16
     rows = F.normalize(torch.randn(num_clusters, dim, generator=generator), dim=1).to(device)
     features = F.normalize(torch.randn(identities * instances, dim, generator=generator), dim=1).to(device)
     targets = torch.randperm(num_clusters, generator=generator)[:identities].repeat_interleave(instances).to(device)
     print(f"memory update, batch {identities}x{instances}, {num_clusters} clusters, {dim}-d, {device}:")
+    report = {"identities": identities, "instances": instances, "clusters": num_clusters, "dim": dim,
+              "device": str(device), "modes": {}}
     for mode, reference in (("hard", reference_hard_update), ("centroid", reference_centroid_update)):
         memory = build_memory(mode, dim, num_clusters).to(device)
         memory.initialize(rows)
@@ -70,10 +74,12 @@ def memory_updates(repeats: int, device: torch.device) -> None:
         looped = median_seconds(lambda: reference(reference_rows, features, targets, 0.1), repeats)
         print(f"  {mode:8s}  vectorised {vectorised * 1e3:8.2f} ms   per-sample loop {looped * 1e3:8.2f} ms   "
               f"ratio {looped / vectorised:6.1f}x")
+        report["modes"][mode] = {"vectorised_seconds": vectorised, "loop_seconds": looped}
+    return report
 
 
 def training_steps(arch: str, height: int, width: int, batch: int, instances: int, steps: int,
-                   device: torch.device) -> None:
+                   device: torch.device) -> dict:
     from hhcl.data.transforms import TrainAugmentation
     from hhcl.models import build_model
 
@@ -113,6 +119,7 @@ def training_steps(arch: str, height: int, width: int, batch: int, instances: in
         print(f"  {precision:5s} {rates[precision]:8.1f} images/s ({seconds * 1e3:.0f} ms/step)")
     baseline, other = precisions
     print(f"  ratio {other}/{baseline}: {rates[other] / rates[baseline]:.2f}x")
+    return {"arch": arch, "height": height, "width": width, "batch": batch, "device": str(device), "rates": rates}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,14 +133,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--instances", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_doc_argument(parser)
     args = parser.parse_args(argv)
+    load_before = machine_load()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     with torch.no_grad():
-        memory_updates(args.repeats, device)
+        updates = memory_updates(args.repeats, device)
+    steps = None
     if args.arch:
-        training_steps(args.arch, args.height, args.width, args.batch, args.instances, args.steps, device)
+        steps = training_steps(args.arch, args.height, args.width, args.batch, args.instances, args.steps, device)
+    if not args.no_doc:
+        write_block("training", render_markdown(updates, steps), command_line("benchmarks.training", argv),
+                    load_before)
+
+
+def render_markdown(updates: dict, steps: dict | None = None) -> str:
+    """The docs block: each memory update against the per-sample loop; with ``--arch``, the training step."""
+    rows = [[mode, f"{times['vectorised_seconds'] * 1e3:.2f}", f"{times['loop_seconds'] * 1e3:.2f}",
+             f"{times['loop_seconds'] / times['vectorised_seconds']:.1f}x"] for mode, times in updates["modes"].items()]
+    lines = ["## Training: vectorised memory updates (`python -m benchmarks.training`)", "",
+             f"The vectorised memory update against the per-sample loop of the reference code, same inputs: batch "
+             f"{updates['identities']}x{updates['instances']}, {updates['clusters']} clusters, {updates['dim']}-d, "
+             f"on {updates['device']}.", "",
+             table(["memory", "vectorised (ms)", "per-sample loop (ms)", "ratio"], rows)]
+    if steps:
+        baseline, other = list(steps["rates"])
+        lines += ["", f"One training step of {steps['arch']} at {steps['height']}x{steps['width']}, batch "
+                  f"{steps['batch']}, on {steps['device']}:", "",
+                  table(["precision", "images/s"], [[name, f"{rate:.1f}"] for name, rate in steps["rates"].items()]),
+                  "", f"{other} / {baseline}: {steps['rates'][other] / steps['rates'][baseline]:.2f}x."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     run_group.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                           help="bf16: about 3x faster on CPUs with AVX512-BF16 (fp16 on CUDA only; default fp32)")
+                           help="bf16: faster on CPUs with AVX512-BF16, at a small cost in accuracy "
+                                "(fp16 on CUDA only; default fp32)")
     run_group.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking of the distances")
     parser.add_argument("--json", action="store_true",

@@ -12,10 +12,11 @@ Methods:
     "faiss"       exact; faiss ``IndexFlatIP`` (CPU, float32).
     "faiss-ivf"   approximate; ``IndexIVFFlat`` probing ``nprobe`` of its lists.
     "faiss-hnsw"  approximate; ``IndexHNSWFlat``, for millions of images.
-    "auto"        "matmul". Measured on the project's 2-core CPU machine (N = 12,936, D = 2048),
-                  the symmetric tiling costs about 0.7x the CPU time of faiss's exact flat
-                  search, which computes every similarity twice; faiss stays available by name,
-                  and its approximate indexes are the way to go beyond a few hundred thousand.
+    "auto"        "matmul": the symmetric tiling computes each similarity once, where faiss's
+                  exact flat search computes every one twice, so it is the cheaper exact method
+                  on CPU (compare ``python -m benchmarks.pseudo_labels --knn faiss``; figures in
+                  docs/benchmarks.md). faiss stays available by name, and its approximate indexes
+                  are the way to go beyond a few hundred thousand images.
 """
 
 from __future__ import annotations
@@ -173,8 +174,8 @@ def _blocked_top_cpu(x: torch.Tensor, keep: int, block_size: int, progress: bool
         tiles = tqdm(tiles, desc="kNN", unit="tile")
     for a, b in tiles:
         (a0, a1), (b0, b1) = blocks[a], blocks[b]
-        # numpy's BLAS, into one reused buffer: measured about 1.2x faster than torch's matmul
-        # on this project's CPUs, and the tiles are nearly all of the kNN time.
+        # numpy's BLAS, into one reused buffer: it beat torch's matmul on these tiles on the
+        # CPUs tried, and the tiles are nearly all of the kNN time (benchmarks.pseudo_labels).
         tile = tile_buffer[: (a1 - a0) * (b1 - b0)].reshape(a1 - a0, b1 - b0)
         np.matmul(points[a0:a1], points[b0:b1].T, out=tile)
         if a == b:

@@ -20,10 +20,10 @@ cluster trained on pulls its people together, so the next clustering merges more
 - ``eps_candidates``: try each eps and keep the one with the most reliable images
   (``eps_selection="images"``) or the most reliable clusters (``"clusters"``). Too small an eps
   leaves people out as outliers; too large a one merges them, and merged clusters move as eps
-  moves. Neither count is a perfect signal: a giant cluster is stable too (counting images chose
-  the largest candidate once on the adaptation benchmark), and counting clusters favours the
-  smallest eps, which splits people and leaves a third of the pool out (it did worse there; see
-  docs/benchmarks.md). No label is used either way.
+  moves. Neither count is a perfect signal: a giant cluster is stable too, so counting images
+  can choose the largest candidate, and counting clusters favours the smallest eps, which splits
+  people and leaves many images out (how each selection did on real cameras: the adaptation
+  variants in docs/benchmarks.md). No label is used either way.
 """
 
 from __future__ import annotations

@@ -37,8 +37,9 @@ from hhcl.errors import HHCLError
 from hhcl.evaluation.distances import distance_block, pair_distances, row_norms
 from hhcl.evaluation.metrics import choose_rows_per_chunk
 
-# Nearest neighbours kept per row, in units of k1 + 1: with twice the k1 + 1 needed for the
-# reciprocal sets, over 90% of the expanded neighbourhoods' distances come from the one pass.
+# Nearest neighbours kept per row, in units of k1 + 1: twice what the reciprocal sets need, so
+# that most distances of the expanded neighbourhoods are already stored by the one pass and few
+# are computed again (time and memory of re-ranking: docs/benchmarks.md, Evaluation).
 STORED_NEIGHBOUR_FACTOR = 2
 
 

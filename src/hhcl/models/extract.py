@@ -32,8 +32,9 @@ def extract_features(
     L2-normalised, row ``i`` for ``items[i]``.
 
     Images are resized to ``height x width`` and normalised with the ImageNet mean/std. The model
-    runs in eval mode on ``device`` at ``precision`` (``"fp32"``, ``"bf16"``: about 3x faster on
-    CPUs with AVX512-BF16, or ``"fp16"`` on CUDA); its mode and memory format are restored after.
+    runs in eval mode on ``device`` at ``precision`` (``"fp32"``; ``"bf16"``, faster on CPUs with
+    AVX512-BF16, see docs/benchmarks.md; or ``"fp16"`` on CUDA); its mode and memory format are
+    restored after.
     A broken image is skipped by the loader with a warning and keeps a zero row (``strict=True``
     makes it an error instead).
     """

@@ -1,9 +1,10 @@
 """Fast inference settings: numeric precision (autocast) and memory format.
 
 On CPU, channels-last ("NHWC") tensors let oneDNN pick its fastest convolutions; on CPUs with
-AVX512-BF16 or AMX, bf16 autocast on a channels-last model is about 3x the fp32 default (see
-``python -m benchmarks.backbones``). fp16 autocast is offered on CUDA only: CPU fp16
-convolutions are slow or missing.
+AVX512-BF16 or AMX, bf16 autocast on a channels-last model runs the convolutions in native bf16
+instructions, well ahead of the fp32 default (how far: ``python -m benchmarks.backbones``,
+docs/benchmarks.md). fp16 autocast is offered on CUDA only: CPU fp16 convolutions are slow or
+missing.
 """
 
 from __future__ import annotations

@@ -91,3 +91,23 @@ def test_the_drift_is_measured_against_the_first_epochs_neighbours():
 
 def test_identity_labels_renumber_known_identities():
     np.testing.assert_array_equal(identity_labels([7, 7, -1, 3]), [1, 1, -1, 0])
+
+
+def test_in_a_folder_of_two_cameras_pairs_cross_the_cameras():
+    from hhcl.cluster.assign import nearest_in_other_camera
+
+    # each person: two near-identical images in camera 0, one further away in camera 1
+    features, person = people(10, 3, noise=0.05, seed=7)
+    cameras = np.tile([0, 0, 1], 10)
+    nearest = nearest_in_other_camera(features, cameras, np.zeros(30))
+    assert (cameras[nearest] != cameras).all()
+    assert (person[nearest] == person).mean() >= 0.9
+    # a single-camera source pairs within its camera
+    single = nearest_in_other_camera(features, np.zeros(30), np.zeros(30))
+    assert (single != np.arange(30)).all() and (person[single] == person).all()
+    cluster = ClusterConfig(eps=0.05, k1=10, k2=3, pair_outliers=True)
+    labels = assign_pseudo_labels(features, cameras, np.zeros(30), cluster, GuardConfig()).labels
+    paired = labels >= 0
+    assert paired.sum() >= 10
+    for label in np.unique(labels[paired]):
+        assert sorted(cameras[labels == label]) == [0, 1]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hhcl.checksum import CHECKSUM_KEY
-from hhcl.engine import checkpoint
+from hhcl.engine import checkpoint, runtime
 from hhcl.engine.distributed import all_gather_sharded_rows, interleave_shards
 from hhcl.errors import HHCLError
 
@@ -67,7 +67,7 @@ def test_a_checkpoint_whose_payload_changed_is_refused_in_one_line(tmp_path):
 
 
 def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
-    checkpoint.seed_everything(123)
+    runtime.seed_everything(123)
     state = checkpoint.capture_rng_state()
     expected = (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist(), np.random.randn())
     path = tmp_path / "rng.pth"
@@ -78,7 +78,7 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
 
 
 def test_rng_state_keeps_a_cached_gaussian():
-    checkpoint.seed_everything(5)
+    runtime.seed_everything(5)
     np.random.randn()  # numpy's legacy generator caches the second normal of a pair
     state = checkpoint.capture_rng_state()
     expected = np.random.randn(3).tolist()

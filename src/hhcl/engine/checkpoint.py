@@ -92,8 +92,100 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and torch's global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def trainer_state(trainer) -> dict[str, Any]:
+    """Everything ``--resume`` needs from a :class:`hhcl.engine.Trainer`. Collective under DDP: every rank calls it."""
+    from hhcl.engine import distributed
+
+    rng_states = distributed.all_gather_object({
+        "global": capture_rng_state(),
+        "augmentation": trainer.augmentation_generator.get_state(),
+    })
+    memory = None
+    if trainer.memory is not None:  # the last epoch's memory, a record of the run (each epoch builds its own)
+        memory = {"mode": trainer.memory.mode, "num_clusters": trainer.memory.num_clusters,
+                  "state": {k: v.cpu() for k, v in trainer.memory.state_dict().items()}}
+
+    def as_tensor(array):
+        return torch.from_numpy(array) if array is not None else None
+
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model": {k: v.cpu() for k, v in trainer.model.state_dict().items()},
+        "build_options": dict(trainer.model.build_options),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "memory": memory,
+        "pseudo_labels": as_tensor(trainer.pseudo_labels),
+        "initial_neighbours": as_tensor(trainer.initial_neighbours),
+        "trained_epochs": trainer.trained_epochs,
+        "stop_reason": trainer.stop_reason,
+        "epoch": trainer.epoch,
+        "iteration": trainer.iteration,
+        "rng": rng_states,
+        "world_size": trainer.context.world_size,
+        "best": trainer.best,
+        "history": trainer.history,
+        "config": trainer.config.to_dict(),
+    }
+
+
+def restore_trainer_state(trainer, state: dict[str, Any]) -> None:
+    """Put a :func:`trainer_state` back into ``trainer`` (the inverse, on this rank)."""
+    import logging
+
+    log = logging.getLogger("hhcl")
+    check_same_model(state, trainer.model.build_options)
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        trainer.scaler.load_state_dict(state["scaler"])
+    trainer.epoch = int(state["epoch"])
+    trainer.iteration = int(state["iteration"])
+    trainer.best = dict(state.get("best") or {"mAP": None, "epoch": None})
+    trainer.history = list(state.get("history") or [])
+    if state.get("pseudo_labels") is not None:
+        trainer.pseudo_labels = state["pseudo_labels"].numpy()
+    if state.get("initial_neighbours") is not None:
+        trainer.initial_neighbours = state["initial_neighbours"].numpy()
+    trainer.trained_epochs = int(state.get("trained_epochs", trainer.epoch))
+    trainer.stop_reason = state.get("stop_reason")
+    rng_states = state["rng"]
+    if len(rng_states) != trainer.context.world_size:
+        log.warning("the checkpoint was written by %d processes and this run has %d: training continues, but "
+                    "not bit-identically", len(rng_states), trainer.context.world_size)
+    own = rng_states[min(trainer.context.rank, len(rng_states) - 1)]
+    restore_rng_state(own["global"])
+    try:
+        trainer.augmentation_generator.set_state(own["augmentation"])
+    except RuntimeError:
+        log.warning("the augmentation generator state does not fit this device: it is reseeded")
+    changed = changed_keys(state.get("config") or {}, trainer.config.to_dict())
+    if changed:
+        log.info("resuming with a changed config: %s", ", ".join(changed))
+
+
+def model_file_state(trainer, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+    """What model.pth holds: the output model's weights under ``model`` (as :func:`hhcl.models.load_weights`
+    reads them), its build options, and the config it was trained with (input size included)."""
+    output = trainer.output_model()
+    return {
+        "model": {k: v.cpu() for k, v in output.state_dict().items()},
+        "build_options": dict(output.build_options),
+        "epoch": trainer.epoch,
+        "metrics": metrics,
+        "config": trainer.config.to_dict(),
+    }
+
+
+def changed_keys(before: dict, after: dict) -> list[str]:
+    """``section.key old -> new`` for each config value that differs."""
+    changed = []
+    for section, values in after.items():
+        for key, value in values.items():
+            old = (before.get(section) or {}).get(key, value)
+            if old != value:
+                changed.append(f"{section}.{key} {old!r} -> {value!r}")
+    return changed

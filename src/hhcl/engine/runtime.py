@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 
+import numpy as np
 import torch
 
 from hhcl.errors import HHCLError
@@ -53,4 +55,11 @@ def configure_determinism(deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-__all__ = ["configure_determinism", "derived_seed", "resolve_device", "resolve_precision"]
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+__all__ = ["configure_determinism", "derived_seed", "resolve_device", "resolve_precision", "seed_everything"]

@@ -9,8 +9,11 @@ Each epoch:
 5. build the P x K loader over the clustered images;
 6. run ``iters`` steps of forward, loss, backward, optimizer step and memory update;
 7. log the loss and learning rate (TensorBoard when installed, and a one-line summary);
-8. evaluate every ``eval_every`` epochs when the dataset has a labelled test split;
-9. save a checkpoint.
+8. the hooks (:mod:`hhcl.engine.hooks`): evaluation every ``eval_every`` epochs when the dataset
+   has a labelled test split, the run log, the user's hooks, the checkpoint.
+
+The pseudo-labels, and every policy that decides them (the guard's decision to hold an epoch
+back included), come from one call, :func:`hhcl.cluster.assign.assign_pseudo_labels`.
 
 A checkpoint is written at the end of every epoch, so ``--resume`` restarts the interrupted
 epoch from the state the uninterrupted run had at that point: model, optimizer, scheduler, loop
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import time
 import warnings
@@ -36,49 +38,25 @@ from torch import nn
 
 from hhcl.config import Config
 from hhcl.engine import distributed
-from hhcl.engine.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    capture_rng_state,
-    check_same_model,
-    load_checkpoint,
-    restore_rng_state,
-    save_atomically,
+from hhcl.engine.checkpoint import load_checkpoint, restore_trainer_state
+from hhcl.engine.hooks import CHECKPOINT_FILE, Hook, with_default_hooks
+from hhcl.engine.run_log import EpochRecord, RunLog
+from hhcl.engine.runtime import (
+    configure_determinism,
+    derived_seed,
+    resolve_device,
+    resolve_precision,
     seed_everything,
 )
-from hhcl.engine.run_log import EpochRecord, RunLog
-from hhcl.engine.runtime import configure_determinism, derived_seed, resolve_device, resolve_precision
 from hhcl.errors import HHCLError
-from hhcl.evaluation.model import evaluate_model, has_labelled_test_split
+from hhcl.evaluation.model import evaluate_model
 from hhcl.files import write_bytes_atomically
 from hhcl.memory import ClusterMemory, build_memory, cluster_centers
 from hhcl.models.inference import autocast, check_precision
-from hhcl.models.weights import read_checkpoint
 
 log = logging.getLogger("hhcl")
 
-CHECKPOINT_FILE = "checkpoint.pth"
-MODEL_FILE = "model.pth"
-BEST_MODEL_FILE = "model_best.pth"
 CONFIG_FILE = "config.yaml"
-
-
-class Hook:
-    """Called by the trainer at fixed points of the loop; override what you need."""
-
-    def before_epoch(self, trainer: "Trainer", epoch: int) -> None: ...
-
-    def train_features(self, trainer: "Trainer") -> torch.Tensor | None:
-        """The epoch's ``(N, D)`` training features when this hook already has them (extracted with the
-        current weights, e.g. by its own evaluation pass), or None to let the trainer extract them."""
-        return None
-
-    def after_cluster(self, trainer: "Trainer", assignment) -> None:
-        """The epoch's :class:`hhcl.cluster.assign.Assignment`, before any update."""
-
-    def after_iteration(self, trainer: "Trainer", loss: float) -> None: ...
-
-    def after_epoch(self, trainer: "Trainer", record: EpochRecord) -> None: ...
 
 
 def quantiles(values: np.ndarray, points: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> dict[str, float]:
@@ -106,7 +84,7 @@ class Trainer:
                  progress: bool = True):
         self.config = config
         self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.hooks = list(hooks)
+        self.hooks = with_default_hooks(hooks)
         requested = resolve_device(config.train.device)
         self.context = distributed.init_distributed(requested.type)
         self.device = resolve_device(config.train.device, self.context.local_rank)
@@ -185,8 +163,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"mAP": None, "epoch": None}
 
+        self.steps_this_epoch = 0
         if checkpoint_path is not None:
-            self.load_state(load_checkpoint(checkpoint_path))
+            restore_trainer_state(self, load_checkpoint(checkpoint_path))
             log.info("resumed from %s after epoch %d (iteration %d)", checkpoint_path, self.epoch, self.iteration)
         elif self.context.is_main and self.output_dir is not None:
             write_bytes_atomically(self.output_dir / CONFIG_FILE, config.to_yaml())
@@ -247,7 +226,10 @@ class Trainer:
         try:
             while self.epoch < config.train.epochs and self.stop_reason is None:
                 self.train_epoch()
-            final = self._finish()
+            final = self.summary()
+            for hook in reversed(self.hooks):  # unwinding: model.pth is written before metrics.json
+                hook.after_run(self, final)
+            distributed.barrier()
         finally:
             self.run_log.close()
         final["seconds"] = time.perf_counter() - start
@@ -291,41 +273,23 @@ class Trainer:
             seconds["train"] = time.perf_counter() - tick
             images_per_second = config.train.iters * config.train.batch_size / max(seconds["train"], 1e-9)
             self.trained_epochs += 1
+            self.scheduler.step()
         else:
             del features
             kept = ("kept the starting model" if self.trained_epochs == 0
                     else f"stopped adapting after {self.trained_epochs} trained epochs")
             self.stop_reason = f"pseudo-labels too weak on this pool ({'; '.join(assignment.reasons)}): {kept}"
             log.warning("%s", self.stop_reason)
-        self.scheduler.step()
         # Without SyncBN each rank's BatchNorm statistics drift apart: keep rank 0's everywhere.
         distributed.broadcast_buffers(self.model)
         self.epoch = epoch + 1
 
-        metrics = None
-        if self._evaluation_due():
-            tick = time.perf_counter()
-            metrics = self.evaluate()
-            seconds["evaluate"] = time.perf_counter() - tick
-
         record = EpochRecord(epoch=epoch + 1, num_clusters=num_clusters, num_outliers=num_outliers,
                              num_images=len(labels), cluster_size_quantiles=quantiles(sizes), loss=mean_loss, lr=lr,
-                             seconds=seconds, train_images_per_second=images_per_second, metrics=metrics, guard=guard)
-        self.history.append(record.to_dict())
-        self.run_log.epoch(record, config.train.epochs, self.iteration)
-        if metrics is not None and config.evaluation.select_best:
-            self._keep_if_best(metrics)
+                             seconds=seconds, train_images_per_second=images_per_second, guard=guard)
         for hook in self.hooks:
             hook.after_epoch(self, record)
-        self.save_checkpoint()
         return record
-
-    def _evaluation_due(self) -> bool:
-        if not has_labelled_test_split(self.dataset):
-            return False
-        every = self.config.evaluation.eval_every
-        last = self.epoch == self.config.train.epochs or self.stop_reason is not None
-        return last or (every > 0 and self.epoch % every == 0)
 
     # -- 1. features ------------------------------------------------------------------------------
 
@@ -410,7 +374,7 @@ class Trainer:
         memory = self.memory
         self.train_model.train()
         total = 0.0
-        steps = 0
+        steps = self.steps_this_epoch = 0
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -438,17 +402,13 @@ class Trainer:
                     gathered_targets = distributed.all_gather_rows(targets)
                     memory.update(gathered_features, gathered_targets)
                 self.iteration += 1
-                steps += 1
+                steps = self.steps_this_epoch = steps + 1
                 loss_value = float(loss.detach())
                 total += loss_value
-                if self.iteration % max(config.train.log_every, 1) == 0 or steps == config.train.iters:
-                    self.run_log.scalar("train/loss", loss_value, self.iteration)
-                    self.run_log.scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.iteration)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{loss_value:.3f}")
                 for hook in self.hooks:
                     hook.after_iteration(self, loss_value)
                 if bar is not None:
+                    bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
                     bar.update(1)
         finally:
             if bar is not None:
@@ -485,151 +445,20 @@ class Trainer:
         self.model.train()
         return distributed.broadcast_object(result)
 
-    def _keep_if_best(self, metrics: dict[str, float]) -> None:
-        if self.best["mAP"] is not None and metrics["mAP"] <= self.best["mAP"]:
-            return
-        self.best = {"mAP": metrics["mAP"], "epoch": self.epoch, "metrics": metrics}
-        if self.context.is_main and self.output_dir is not None:
-            save_atomically(self.model_file_state(metrics), self.output_dir / BEST_MODEL_FILE)
-
-    # -- 9. checkpoints ---------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything ``--resume`` needs. Collective under DDP: every rank must call it."""
-        rng_states = distributed.all_gather_object({
-            "global": capture_rng_state(),
-            "augmentation": self.augmentation_generator.get_state(),
-        })
-        memory = None
-        if self.memory is not None:
-            memory = {"mode": self.memory.mode, "num_clusters": self.memory.num_clusters,
-                      "state": {k: v.cpu() for k, v in self.memory.state_dict().items()}}
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
-            "build_options": dict(self.model.build_options),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "memory": memory,
-            "pseudo_labels": torch.from_numpy(self.pseudo_labels) if self.pseudo_labels is not None else None,
-            "initial_neighbours": (torch.from_numpy(self.initial_neighbours)
-                                   if self.initial_neighbours is not None else None),
-            "trained_epochs": self.trained_epochs,
-            "stop_reason": self.stop_reason,
-            "epoch": self.epoch,
-            "iteration": self.iteration,
-            "rng": rng_states,
-            "world_size": self.context.world_size,
-            "best": self.best,
-            "history": self.history,
-            "config": self.config.to_dict(),
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        check_same_model(state, self.model.build_options)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.epoch = int(state["epoch"])
-        self.iteration = int(state["iteration"])
-        self.best = dict(state.get("best") or {"mAP": None, "epoch": None})
-        self.history = list(state.get("history") or [])
-        if state.get("memory") is not None:
-            saved = state["memory"]
-            memory_config = self.config.memory
-            memory = build_memory(saved["mode"], self.model.feature_dim, saved["num_clusters"],
-                                  temperature=memory_config.temperature, momentum=memory_config.momentum,
-                                  hard_weight=memory_config.hard_weight, loss_form=memory_config.loss_form,
-                                  num_instances=self.config.train.num_instances)
-            memory.load_state_dict(saved["state"])
-            self.memory = memory.to(self.device)
-        if state.get("pseudo_labels") is not None:
-            self.pseudo_labels = state["pseudo_labels"].numpy()
-        if state.get("initial_neighbours") is not None:
-            self.initial_neighbours = state["initial_neighbours"].numpy()
-        self.trained_epochs = int(state.get("trained_epochs", self.epoch))
-        self.stop_reason = state.get("stop_reason")
-        rng_states = state["rng"]
-        if len(rng_states) != self.context.world_size:
-            log.warning("the checkpoint was written by %d processes and this run has %d: training continues, but "
-                        "not bit-identically", len(rng_states), self.context.world_size)
-        own = rng_states[min(self.context.rank, len(rng_states) - 1)]
-        restore_rng_state(own["global"])
-        try:
-            self.augmentation_generator.set_state(own["augmentation"])
-        except RuntimeError:
-            log.warning("the augmentation generator state does not fit this device: it is reseeded")
-        changed = _changed_keys(state.get("config") or {}, self.config.to_dict())
-        if changed:
-            log.info("resuming with a changed config: %s", ", ".join(changed))
-
-    def save_checkpoint(self) -> Path | None:
-        state = self.state_dict()  # collective: every rank takes part
-        if not self.context.is_main or self.output_dir is None:
-            return None
-        return save_atomically(state, self.output_dir / CHECKPOINT_FILE)
-
-    def model_file_state(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
-        """What model.pth holds: the weights under ``model`` (as :func:`hhcl.models.load_weights` reads them)."""
-        output = self.output_model()
-        return {
-            "model": {k: v.cpu() for k, v in output.state_dict().items()},
-            "build_options": dict(output.build_options),
-            "epoch": self.epoch,
-            "metrics": metrics,
-            "config": self.config.to_dict(),
-        }
-
-    def _finish(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """The run's summary (metrics.json): the final (or, with select_best, the best) metrics and the history."""
         config = self.config
-        last_metrics = next((record["metrics"] for record in reversed(self.history) if record["metrics"]), None)
+        final = next((record["metrics"] for record in reversed(self.history) if record["metrics"]), None)
         selected_epoch = self.epoch
-        final_metrics = last_metrics
         if config.evaluation.select_best and self.best.get("epoch") is not None:
-            selected_epoch = self.best["epoch"]
-            final_metrics = self.best.get("metrics")
-        summary = {
-            "dataset": self.dataset.name,
-            "arch": config.model.arch,
-            "memory": config.memory.mode,
-            "epochs": self.epoch,
-            "iterations": self.iteration,
-            "selected_epoch": selected_epoch,
-            "selected_by_test_labels": bool(config.evaluation.select_best),
-            "trained_epochs": self.trained_epochs,
+            selected_epoch, final = self.best["epoch"], self.best.get("metrics")
+        return {
+            "dataset": self.dataset.name, "arch": config.model.arch, "memory": config.memory.mode,
+            "epochs": self.epoch, "iterations": self.iteration, "selected_epoch": selected_epoch,
+            "selected_by_test_labels": bool(config.evaluation.select_best), "trained_epochs": self.trained_epochs,
             "guard": {"enabled": bool(config.guard.enabled), "stop_reason": self.stop_reason},
-            "final": final_metrics,
-            "history": self.history,
+            "final": final, "history": self.history,
         }
-        if self.context.is_main and self.output_dir is not None:
-            if config.evaluation.select_best and (self.output_dir / BEST_MODEL_FILE).is_file():
-                best = read_checkpoint(self.output_dir / BEST_MODEL_FILE)  # checksum verified
-                save_atomically(best, self.output_dir / MODEL_FILE)
-            else:
-                save_atomically(self.model_file_state(final_metrics), self.output_dir / MODEL_FILE)
-            self.run_log.write_metrics(summary)
-            if final_metrics:
-                log.info("final (epoch %d): mAP %.1f%%, rank-1 %.1f%%, rank-5 %.1f%%, rank-10 %.1f%%%s", selected_epoch,
-                         final_metrics["mAP"], final_metrics["rank1"], final_metrics["rank5"],
-                         final_metrics["rank10"],
-                         " (epoch chosen on the test labels)" if config.evaluation.select_best else "")
-            log.info("model written to %s", self.output_dir / MODEL_FILE)
-        distributed.barrier()
-        return summary
-
-
-def _changed_keys(before: dict, after: dict) -> list[str]:
-    changed = []
-    for section, values in after.items():
-        for key, value in values.items():
-            old = (before.get(section) or {}).get(key, value)
-            if old != value:
-                changed.append(f"{section}.{key} {old!r} -> {value!r}")
-    return changed
 
 
 def train(config: Config, output_dir: str | os.PathLike | None = None, **options) -> dict[str, Any]:

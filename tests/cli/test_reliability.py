@@ -184,7 +184,7 @@ def export_height_zero(tmp_path, tiny_root, finished_run):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     return (["export", "--weights", str(finished_run / "model.pth"), "--output", str(tmp_path / "m.onnx"),
-             "--height", "0"], "0x128", [])
+             "--height", "0"], "--height 0 is not positive", [])
 
 
 def device_tpu(tmp_path, tiny_root, finished_run):

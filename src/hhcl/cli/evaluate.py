@@ -7,6 +7,7 @@ import json
 
 import torch
 
+from hhcl.cli.extract import add_input_size_arguments
 from hhcl.config import PRECISIONS
 from hhcl.errors import HHCLError
 
@@ -20,8 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                       help="a dataset option, e.g. query_camera=a and gallery_camera=b (folder), subset=labeled "
                            "(cuhk03np)")
-    data.add_argument("--height", type=int, default=256, help="input height (default 256)")
-    data.add_argument("--width", type=int, default=128, help="input width (default 128)")
+    add_input_size_arguments(data)
     data.add_argument("--num-workers", type=int, default=0, help="image-decoding processes (default 0)")
     model = parser.add_argument_group("model")
     model.add_argument("--weights", required=True, metavar="FILE",
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from hhcl.engine.runtime import resolve_device
     from hhcl.evaluation.model import split_metrics
     from hhcl.models import extract_features
-    from hhcl.retrieval.extractor import load_trained_model
+    from hhcl.retrieval.extractor import load_trained_model, resolve_input_size
 
     device = resolve_device(args.device)
     if args.plot:
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable_folder(args.plot, "--plot")
     # The model first: a wrong weights file fails before a long dataset scan.
     model = load_trained_model(args.arch, args.weights, device, require_complete=False, verbose=True)
+    height, width = resolve_input_size(args.weights, args.height, args.width)
     options = parse_options(args.option)
     if args.pattern:
         options["pattern"] = args.pattern
@@ -66,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
                         "(for one folder split by camera pass -o query_camera=A -o gallery_camera=B)")
 
     def features_of(items, description: str) -> torch.Tensor:
-        return extract_features(model, items, batch_size=args.batch_size, device=device, height=args.height,
-                                width=args.width, num_workers=args.num_workers, precision=args.precision,
+        return extract_features(model, items, batch_size=args.batch_size, device=device, height=height,
+                                width=width, num_workers=args.num_workers, precision=args.precision,
                                 progress=not args.no_progress, description=description)
 
     query_features = features_of(dataset.query, "query")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hhcl.cli.extract import add_input_size_arguments
 from hhcl.export import DEFAULT_OPSET, PARITY_TOLERANCE
 
 
@@ -14,8 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="architecture of the weights, e.g. osnet_x0_25 (may be left out for an hhcl model "
                              "file, which records it)")
     parser.add_argument("--output", required=True, metavar="FILE", help="the .onnx file to write")
-    parser.add_argument("--height", type=int, default=256, help="input height (default 256)")
-    parser.add_argument("--width", type=int, default=128, help="input width (default 128)")
+    add_input_size_arguments(parser)
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument(
         "--tolerance", type=float, default=PARITY_TOLERANCE,
@@ -25,11 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hhcl.export import export_onnx
-    from hhcl.retrieval.extractor import load_trained_model
+    from hhcl.retrieval.extractor import load_trained_model, resolve_input_size
 
     model = load_trained_model(args.arch, args.weights)
+    height, width = resolve_input_size(args.weights, args.height, args.width)
     report = export_onnx(
-        model, args.output, height=args.height, width=args.width, opset=args.opset, tolerance=args.tolerance,
+        model, args.output, height=height, width=width, opset=args.opset, tolerance=args.tolerance,
         metadata={"arch": model.build_options["arch"], "weights": Path(args.weights).name},
     )
     print(report.summary())

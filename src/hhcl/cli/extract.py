@@ -22,7 +22,16 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="autocast precision of the torch backend (fp16 on CUDA only; default fp32)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    add_input_size_arguments(parser)
     parser.add_argument("--num-workers", type=int, default=0, help="image-decoding processes (default 0)")
+
+
+def add_input_size_arguments(parser) -> None:
+    """``--height`` and ``--width``, by default the size the weights were trained at."""
+    for side, default in (("height", 256), ("width", 128)):
+        parser.add_argument(f"--{side}", type=int, metavar="PIXELS",
+                            help=f"input {side} (default: the one the model was trained at, which an hhcl model "
+                                 f"file or an ONNX export records; else {default})")
 
 
 def build_extractor(args: argparse.Namespace):
@@ -31,7 +40,7 @@ def build_extractor(args: argparse.Namespace):
 
     return FeatureExtractor(
         args.arch, args.weights, device=args.device, precision=args.precision, backend=args.backend,
-        batch_size=args.batch_size, num_workers=args.num_workers,
+        batch_size=args.batch_size, height=args.height, width=args.width, num_workers=args.num_workers,
     )
 
 
@@ -57,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
     kept, features = extractor.extract_files(paths)
     seconds = time.perf_counter() - started
     save_features(output, kept, features.numpy(), arch=str(extractor.arch), weights=Path(args.weights).name,
-                  backend=args.backend, precision=args.precision)
+                  backend=args.backend, precision=args.precision,
+                  input_size=f"{extractor.height}x{extractor.width}")
     skipped = len(paths) - len(kept)
     note = f", {skipped} broken image{'s' if skipped != 1 else ''} skipped" if skipped else ""
-    print(f"wrote {output}: {len(kept)} images x {extractor.feature_dim} features ({extractor.arch}, "
-          f"{seconds:.1f} s, {len(kept) / max(seconds, 1e-9):.0f} images/s{note})")
+    print(f"wrote {output}: {len(kept)} images x {extractor.feature_dim} features ({extractor.arch} at "
+          f"{extractor.height}x{extractor.width}, {seconds:.1f} s, {len(kept) / max(seconds, 1e-9):.0f} images/s"
+          f"{note})")
     return 0

@@ -51,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
                 verdict = "  same identity" if pid == ranked.query_pid else "  other identity"
             print(f"  {rank:>3}  {distance:.4f}  {path}{verdict}")
     grid, page = write_search_report(results, output, title=f"hhcl search: {extractor.arch}")
-    print(f"wrote {grid} and {page}")
+    print(f"wrote {grid} and {page} ({extractor.arch} at {extractor.height}x{extractor.width})")
     return 0

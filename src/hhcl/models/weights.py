@@ -172,6 +172,24 @@ def saved_build_options(path: str | PathLike[str]) -> dict | None:
     return None
 
 
+def saved_input_size(path: str | PathLike[str]) -> tuple[int, int] | None:
+    """``(height, width)`` of the images an hhcl model file was trained on, else None.
+
+    hhcl's ``model.pth`` keeps the training config, whose ``dataset.height`` and ``dataset.width``
+    are the size its features are meant for; other files (a bare state_dict, a torchreid or
+    torchvision backbone) do not record one.
+    """
+    checkpoint = read_checkpoint(path)
+    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    dataset = config.get("dataset") if isinstance(config, dict) else None
+    if not isinstance(dataset, dict):
+        return None
+    height, width = dataset.get("height"), dataset.get("width")
+    if all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in (height, width)):
+        return height, width
+    return None
+
+
 def _unwrap_model(model: nn.Module) -> nn.Module:
     while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         model = model.module

@@ -20,6 +20,8 @@ from hhcl.models.extract import embedded_batches, model_outputs
 from hhcl.models.inference import check_precision, inference_context
 
 BACKENDS = ("torch", "onnx")
+# The input size when neither the caller nor the weights give one: the usual re-ID size.
+DEFAULT_INPUT_SIZE = (256, 128)
 # Fewer images than this are embedded without a progress bar.
 PROGRESS_MIN_IMAGES = 256
 
@@ -28,8 +30,9 @@ class FeatureExtractor:
     """Images in, ``(N, D)`` float32 L2-normalised features out, from a trained model.
 
     Preprocessing is the data layer's test transform: bicubic resize to ``height x width``, then
-    ImageNet mean/std normalisation. Inputs are embedded in batches of ``batch_size``, with a
-    progress bar for long inputs.
+    ImageNet mean/std normalisation. The size is by default the one the model was trained at, as
+    an hhcl model file or an ONNX export records it (256x128 for other files). Inputs are embedded
+    in batches of ``batch_size``, with a progress bar for long inputs.
 
     Args:
         arch: the architecture name (``hhcl.models.list_archs()``). hhcl model files and ONNX
@@ -39,6 +42,8 @@ class FeatureExtractor:
             :func:`hhcl.export.export_onnx` (onnx backend).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` (CUDA only) autocast; torch backend only.
+        height, width: the input size; None takes the size the weights record (see above). An
+            ONNX export takes only the size it was exported at.
         backend: ``"torch"``, or ``"onnx"`` to run with onnxruntime (no PyTorch model needed).
         num_workers: image-decoding processes for lists of paths (0 decodes in this process).
         progress: show a progress bar; None shows one for inputs of 256 images or more.
@@ -58,8 +63,8 @@ class FeatureExtractor:
         precision: str = "fp32",
         backend: str = "torch",
         batch_size: int = 64,
-        height: int = 256,
-        width: int = 128,
+        height: int | None = None,
+        width: int | None = None,
         num_workers: int = 0,
         progress: bool | None = None,
     ) -> None:
@@ -79,7 +84,7 @@ class FeatureExtractor:
             self.model = load_trained_model(arch, self.weights, self.device)
             self.arch = self.model.build_options.get("arch", arch)
             self.feature_dim = int(self.model.feature_dim)
-            self.height, self.width = height, width
+            self.height, self.width = resolve_input_size(self.weights, height, width)
         else:
             if precision != "fp32":
                 raise HHCLError(f"the onnx backend runs in fp32; got precision {precision!r}")
@@ -94,8 +99,13 @@ class FeatureExtractor:
                 )
             self.arch = arch or stored_arch
             self.feature_dim = int(metadata.get("feature_dim", self.session.get_outputs()[0].shape[-1]))
-            self.height = int(metadata.get("height", height))
-            self.width = int(metadata.get("width", width))
+            exported = (int(metadata.get("height", DEFAULT_INPUT_SIZE[0])),
+                        int(metadata.get("width", DEFAULT_INPUT_SIZE[1])))
+            asked = (exported[0] if height is None else height, exported[1] if width is None else width)
+            if asked != exported:
+                raise HHCLError(f"{self.weights} was exported for {exported[0]}x{exported[1]} images, not "
+                                f"{asked[0]}x{asked[1]}: leave --height/--width out, or export again at that size")
+            self.height, self.width = exported
 
     def settings(self) -> dict:
         """What the features depend on besides the weights file (e.g. for a cache key)."""
@@ -244,6 +254,26 @@ def _as_items(images) -> list:
                 raise HHCLError(f"cannot embed a {type(item).__name__}: give paths, PIL images or uint8 arrays")
         return items
     raise HHCLError(f"cannot embed a {type(images).__name__}: give paths, PIL images, uint8 arrays or a tensor batch")
+
+
+def resolve_input_size(weights: str | os.PathLike, height: int | None = None,
+                       width: int | None = None) -> tuple[int, int]:
+    """``(height, width)`` to feed the model of ``weights``: the caller's where given, else the size
+    the model was trained at (an hhcl model file records it), else 256x128.
+
+    Features of images resized to another size than the training one are silently worse, so the
+    recorded size is the default; an explicit size still wins (e.g. to study that very effect).
+    """
+    for name, side in (("height", height), ("width", width)):
+        if side is not None and side < 1:
+            raise HHCLError(f"--{name} {side} is not positive: give an input size of at least 1 pixel, or leave it "
+                            f"out to use the size the model was trained at")
+    if height is not None and width is not None:
+        return height, width
+    from hhcl.models.weights import saved_input_size
+
+    recorded = saved_input_size(weights) or DEFAULT_INPUT_SIZE
+    return (height if height is not None else recorded[0], width if width is not None else recorded[1])
 
 
 def load_trained_model(arch: str | None, weights: str | os.PathLike, device: str | torch.device = "cpu",

@@ -1,4 +1,4 @@
-"""The synthetic set: determinism, split rules, the folder layout on disk and difficulty (its speed: benchmarks.data_pipeline)."""
+"""The synthetic set: determinism, split rules, folder layout, difficulty (speed: benchmarks.data_pipeline)."""
 
 from __future__ import annotations
 

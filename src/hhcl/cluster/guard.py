@@ -126,5 +126,11 @@ def guard_decision(statistics: dict, guard) -> tuple[str, list[str]]:
     return ("hold" if reasons else "train"), reasons
 
 
-__all__ = ["clustered_share", "cross_camera_share", "guard_decision", "guard_statistics", "neighbourhood_drift",
+def hold_message(reasons: list[str], trained_epochs: int) -> str:
+    """The one line a run prints when the guard holds it back."""
+    kept = "kept the starting model" if trained_epochs == 0 else f"stopped adapting after {trained_epochs} trained epochs"
+    return f"pseudo-labels too weak on this pool ({'; '.join(reasons)}): {kept}"
+
+
+__all__ = ["clustered_share", "cross_camera_share", "guard_decision", "guard_statistics", "hold_message", "neighbourhood_drift",
            "own_neighbours"]

@@ -2,7 +2,7 @@
 
     trainer = Trainer(config, run_dir, hooks=[MyHook()])
 
-Events, in the order of an epoch: ``before_epoch``, ``train_features`` (a hook may supply the
+Events: ``before_run`` once, then in the order of an epoch: ``before_epoch``, ``train_features`` (a hook may supply the
 epoch's features), ``after_cluster`` (the epoch's :class:`hhcl.cluster.assign.Assignment`, before
 any update), ``after_iteration`` (each optimizer step), ``after_epoch`` (the
 :class:`hhcl.engine.run_log.EpochRecord`), and once at the end ``after_run`` (the run's summary).
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from hhcl.engine.checkpoint import model_file_state, save_atomically, trainer_state
 from hhcl.engine.run_log import EpochRecord
@@ -36,6 +38,8 @@ BEST_MODEL_FILE = "model_best.pth"
 
 class Hook:
     """Called by the trainer at fixed points of the loop; override what you need."""
+
+    def before_run(self, trainer: "Trainer") -> None: ...
 
     def before_epoch(self, trainer: "Trainer", epoch: int) -> None: ...
 
@@ -58,6 +62,15 @@ class EvaluationHook(Hook):
     """Test metrics every ``evaluation.eval_every`` epochs and after the last one (also when the guard
     ends the run early), when the dataset has a labelled split; with ``evaluation.select_best`` the
     best epoch's model is kept as model_best.pth (this reads test labels: a supervised diagnosis)."""
+
+    def before_run(self, trainer: "Trainer") -> None:
+        if trainer.config.evaluation.select_best:
+            import warnings
+
+            message = ("evaluation.select_best keeps the epoch with the best test mAP: this uses the test labels, "
+                       "so the reported figures are optimistic and not an unsupervised result")
+            warnings.warn(message, stacklevel=3)
+            log.warning("warning: %s", message)
 
     def after_epoch(self, trainer: "Trainer", record: EpochRecord) -> None:
         import time
@@ -89,6 +102,24 @@ class EvaluationHook(Hook):
 
 class RunLogHook(Hook):
     """The epoch into the run's history, the one-line summary, TensorBoard; metrics.json at the end."""
+
+    def before_run(self, trainer: "Trainer") -> None:
+        config = trainer.config
+        log.info("training %s on %s (%d training images) for %d epochs x %d iterations, batch %d = %d x %d, "
+                 "%s memory, device %s, precision %s%s", config.model.arch, trainer.dataset.name,
+                 len(trainer.dataset.train), config.train.epochs, config.train.iters, config.train.batch_size,
+                 config.train.batch_size // config.train.num_instances, config.train.num_instances,
+                 config.memory.mode, trainer.device, trainer.precision,
+                 f", {trainer.context.world_size} processes" if trainer.context.enabled else "")
+
+    def after_cluster(self, trainer: "Trainer", assignment) -> None:
+        from hhcl.engine.run_log import quantiles
+
+        labels = assignment.labels
+        sizes = np.bincount(labels[labels >= 0]) if assignment.num_clusters else np.zeros(0)
+        log.info("epoch %d: %d clusters, %d outliers of %d images, cluster sizes %s", trainer.epoch + 1,
+                 assignment.num_clusters, int((labels < 0).sum()), len(labels),
+                 ", ".join(f"{k} {v:g}" for k, v in quantiles(sizes).items()))
 
     def after_iteration(self, trainer: "Trainer", loss: float) -> None:
         every = max(trainer.config.train.log_every, 1)
@@ -132,10 +163,50 @@ class CheckpointHook(Hook):
             save_atomically(model_file_state(trainer, summary["final"]), trainer.output_dir / MODEL_FILE)
 
 
-def with_default_hooks(user_hooks) -> list[Hook]:
-    """The trainer's hooks in calling order: evaluation, run log, the user's, checkpoint."""
-    return [EvaluationHook(), RunLogHook(), *user_hooks, CheckpointHook()]
+class ProgressHook(Hook):
+    """A progress bar over each epoch's iterations, with the last loss."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def after_iteration(self, trainer: "Trainer", loss: float) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            train = trainer.config.train
+            self.bar = tqdm(total=train.iters, desc=f"epoch {trainer.epoch + 1}/{train.epochs}", leave=False, unit="it",
+                            dynamic_ncols=True)
+        self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        self.bar.update(1)
+
+    def after_epoch(self, trainer: "Trainer", record: EpochRecord) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    after_run = after_epoch
+
+
+def run_summary(trainer: "Trainer") -> dict[str, Any]:
+    """The run's summary (metrics.json): the final (or, with select_best, the best) metrics, the guard, the history."""
+    config = trainer.config
+    final = next((record["metrics"] for record in reversed(trainer.history) if record["metrics"]), None)
+    selected_epoch = trainer.epoch
+    if config.evaluation.select_best and trainer.best.get("epoch") is not None:
+        selected_epoch, final = trainer.best["epoch"], trainer.best.get("metrics")
+    return {
+        "dataset": trainer.dataset.name, "arch": config.model.arch, "memory": config.memory.mode,
+        "epochs": trainer.epoch, "iterations": trainer.iteration, "selected_epoch": selected_epoch,
+        "selected_by_test_labels": bool(config.evaluation.select_best), "trained_epochs": trainer.trained_epochs,
+        "guard": {"enabled": bool(config.guard.enabled), "stop_reason": trainer.stop_reason},
+        "final": final, "history": trainer.history,
+    }
+
+
+def with_default_hooks(user_hooks, progress: bool = False) -> list[Hook]:
+    """The trainer's hooks in calling order: progress bar (when shown), evaluation, run log, the user's, checkpoint."""
+    return [*([ProgressHook()] if progress else []), EvaluationHook(), RunLogHook(), *user_hooks, CheckpointHook()]
 
 
 __all__ = ["BEST_MODEL_FILE", "CHECKPOINT_FILE", "CheckpointHook", "EvaluationHook", "Hook", "MODEL_FILE",
-           "RunLogHook", "with_default_hooks"]
+           "ProgressHook", "RunLogHook", "run_summary", "with_default_hooks"]

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hhcl.files import ensure_writable_folder, write_bytes_atomically
 
 LOG_FILE = "train.log"
@@ -15,6 +17,12 @@ METRICS_FILE = "metrics.json"
 TENSORBOARD_DIR = "tensorboard"
 
 log = logging.getLogger("hhcl")
+
+
+def quantiles(values, points=(0.0, 0.25, 0.5, 0.75, 1.0)) -> dict[str, float]:
+    if len(values) == 0:
+        return {}
+    return {f"q{int(round(p * 100))}": float(np.quantile(values, p)) for p in points}
 
 
 @dataclass
@@ -32,6 +40,14 @@ class EpochRecord:
     train_images_per_second: float
     metrics: dict[str, float] | None = None
     guard: dict[str, Any] | None = None  # the label-free guard's statistics and decision (hhcl.cluster.guard)
+
+    @classmethod
+    def of_labels(cls, epoch: int, labels, **values) -> "EpochRecord":
+        """The record of an epoch whose pseudo-labels were ``labels`` (``(N,)``, -1 outliers)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0)
+        return cls(epoch=epoch, num_clusters=len(sizes), num_outliers=int((labels < 0).sum()), num_images=len(labels),
+                   cluster_size_quantiles=quantiles(sizes), **values)
 
     def summary_line(self, num_epochs: int) -> str:
         outlier_share = 100.0 * self.num_outliers / max(self.num_images, 1)

@@ -278,3 +278,25 @@ def interpolate_weights(trained: dict[str, torch.Tensor], initial: dict[str, tor
                              f"{tuple(tensor.shape)}")
         mixed[name] = torch.lerp(tensor, start.to(tensor.device, tensor.dtype), initial_share)
     return mixed
+
+
+class WeightMixture:
+    """The model that is evaluated and saved with ``model.init_mix``: WiSE-FT's mixture of the
+    starting and the trained weights (:func:`interpolate_weights`), in a copy refreshed at each call.
+    With ``initial_share`` 0 it is the trained model itself."""
+
+    def __init__(self, model, initial_share: float) -> None:
+        self.initial_share = float(initial_share)
+        self.initial = ({name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+                        if self.initial_share > 0 else None)
+        self._mixed = None
+
+    def model(self, trained):
+        if self.initial is None:
+            return trained
+        import copy
+
+        if self._mixed is None:
+            self._mixed = copy.deepcopy(trained)
+        self._mixed.load_state_dict(interpolate_weights(trained.state_dict(), self.initial, self.initial_share))
+        return self._mixed.eval()

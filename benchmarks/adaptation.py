@@ -30,9 +30,7 @@ import copy
 import json
 import logging
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -41,35 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.adaptation_protocols import (  # noqa: F401  (re-exported: the protocol is part of this benchmark)
-    FOLDERS,
-    PROTOCOL_NAMES,
-    FolderSpec,
-    Image,
-    Item,
-    Protocol,
-    ProtocolUnavailable,
-    build_protocol,
-    camera_protocol_split,
-    identity_key,
-    load_protocol,
-    single_query_split,
-    split_identities,
-)
-from benchmarks.adaptation_report import (  # noqa: F401
-    BEGIN_MARKER,
-    END_MARKER,
-    MAIN_LABEL,
-    RESULTS_DIR,
-    config_differences,
-    final_metrics,
-    gap_closed,
-    render_protocol_section,
-    render_section,
-    replace_section,
-    stored_results,
-    write_document,
-)
+from benchmarks.adaptation_protocols import PROTOCOL_NAMES, Item, Protocol, ProtocolUnavailable, load_protocol
+from benchmarks.adaptation_report import MAIN_LABEL, RESULTS_DIR, stored_results, write_document
+from benchmarks.report import cpu_description, git_commit, machine_load
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -102,13 +74,6 @@ def evaluate_test_sets(features, protocol: Protocol) -> dict[str, dict[str, floa
 
 def evaluation_items(protocol: Protocol) -> list[Item]:
     return [item for test_set in protocol.test_sets for item in test_set.query + test_set.gallery]
-
-
-def machine_load() -> float | None:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _extract(model, items, config, device):
@@ -208,29 +173,6 @@ def _epoch_line(entry: dict[str, Any]) -> str:
         mean = entry["metrics"]["mean"]
         parts.append(f"mean mAP {mean['mAP']:.1f} R1 {mean['rank1']:.1f}")
     return ", ".join(parts)
-
-
-def cpu_description() -> str:
-    """The CPU model and its widest vector unit: results differ between CPUs with and without AVX-512."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return f"{model}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def zero_shot_features(config, protocol: Protocol, weights: str):

@@ -10,23 +10,29 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.adaptation import (  # noqa: E402
-    BEGIN_MARKER,
-    END_MARKER,
+from benchmarks.adaptation import evaluate_test_sets, evaluation_items  # noqa: E402
+from benchmarks.adaptation_protocols import (  # noqa: E402
     FOLDERS,
+    PROTOCOLS,
     FolderSpec,
     Image,
+    Part,
+    ProtocolUnavailable,
     build_protocol,
     camera_protocol_split,
-    evaluate_test_sets,
-    gap_closed,
     identity_key,
     load_protocol,
-    render_section,
-    replace_section,
+    pool_shape,
     single_query_split,
     split_identities,
-    evaluation_items,
+)
+from benchmarks.adaptation_report import (  # noqa: E402
+    BEGIN_MARKER,
+    END_MARKER,
+    gap_closed,
+    render_protocol_section,
+    render_section,
+    replace_section,
 )
 
 PRID_LIKE = FolderSpec("pair", "unused", shared_identities=4, query_camera="a", gallery_camera="b")
@@ -159,7 +165,7 @@ def test_render_section_sums_up_the_runs_of_other_seeds():
 
 
 def test_config_differences_leave_out_the_run_environment():
-    from benchmarks.adaptation import config_differences
+    from benchmarks.adaptation_report import config_differences
 
     reference = {"optim": {"lr": 1e-4}, "train": {"num_threads": 1, "epochs": 3}}
     variant = {"optim": {"lr": 3.5e-4}, "train": {"num_threads": 2, "epochs": 3}}
@@ -195,3 +201,66 @@ def test_real_folders_follow_the_protocol(shared_data):
     assert train_paths.isdisjoint(path for path, _, _ in evaluation_items(protocol))
     assert len(np.unique(protocol.train_identities())) == len({(f, p) for (_, p, _), f in
                                                                 zip(protocol.train, protocol.train_folders)})
+
+
+def test_pool_shapes_keep_one_image_per_camera_or_one_image():
+    images = [Image(f"{pid}_{cam}_{n}.png", str(pid), cam) for pid in (1, 2) for cam in "ab" for n in (1, 2)]
+    assert pool_shape(images, "all") == sorted(images, key=lambda image: image.path)
+    pairs = pool_shape(images, "one_per_camera")
+    assert sorted((image.identity, image.camera) for image in pairs) == [("1", "a"), ("1", "b"), ("2", "a"), ("2", "b")]
+    assert pool_shape(images, "one_per_camera") == pairs  # seeded
+    assert len(pool_shape(images, "one_image")) == 1
+    with pytest.raises(ValueError):
+        pool_shape(images, "some")
+
+
+def test_parts_pool_reshaped_folders_with_distinct_cameras_and_skip_untested_ones():
+    cuhk = FolderSpec("cuhk", "unused", query_camera="a", gallery_camera="b", train_identities=2)
+    images = {"cuhk": [Image(f"{pid}_{cam}_{n}.png", str(pid), cam) for pid in (1, 2, 3, 4) for cam in "ab"
+                       for n in (1, 2)],
+              "solo": [Image(f"s{n}.jpg", str(n), "0") for n in range(6)]}
+    solo = FolderSpec("solo", "unused")
+    protocol = build_protocol(images, [cuhk, solo], parts=[Part("cuhk", "one_per_camera"), Part("solo", "one_image",
+                                                                                                   test=False)])
+    assert len(protocol.train) == 2 * 2 + 1
+    assert len(protocol.camera_sources) == 3 and sorted(set(protocol.camera_sources.values())) == [0, 1]
+    assert [t.name for t in protocol.test_sets] == ["cuhk"]
+    test = protocol.test_sets[0]
+    assert test.cross_camera and len(test.query) == 4 and len(test.gallery) == 4
+
+
+def test_duke_without_data_is_unavailable_with_a_reason(tmp_path):
+    with pytest.raises(ProtocolUnavailable, match="no DukeMTMC-reID"):
+        load_protocol(tmp_path, name="duke")
+
+
+def test_the_no_harm_table_marks_every_set_an_adapted_seed_ends_below_zero_shot():
+    runs = []
+    for seed, gain in ((1, 2.0), (2, -1.0)):
+        run = fake_result("adapt" if seed == 1 else f"adapt-seed-{seed}", mean_gain=gain)
+        run["config"]["train"]["seed"] = seed
+        runs.append(run)
+    section = render_protocol_section("pairs", runs)
+    assert section.startswith("<!-- adaptation-pairs:begin -->") and section.endswith("<!-- adaptation-pairs:end -->")
+    assert "| pair | 30.0 | 32.0 | 29.0 | -1.0 | 36.0 | **harm** |" in section
+    assert "not met" in section and "harm on pair, other, mean" in section
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name, images, cameras, sets", [
+    ("cuhk01", 1940, 2, ["cuhk01"]),
+    ("pairs", 970 + 385, 4, ["cuhk01", "prid2011"]),
+    ("many-cameras", 970 + 385 + 630 + 249 + 560 + 1, 8, ["cuhk01", "prid2011", "caviar4reid", "ilids", "3dpes"]),
+])
+def test_real_protocols_have_their_shape(shared_data, name, images, cameras, sets):
+    protocol = load_protocol(shared_data, name=name)
+    assert len(protocol.train) == images
+    assert len(protocol.camera_sources) == cameras
+    assert [t.name for t in protocol.test_sets] == sets
+    cuhk = protocol.test_sets[0]
+    assert len(cuhk.query) == len(cuhk.gallery) == 486 * 2
+    train_paths = {path for path, _, _ in protocol.train}
+    assert train_paths.isdisjoint(path for path, _, _ in evaluation_items(protocol))
+    if name != "cuhk01":  # two images a person at most: one per camera
+        cuhk_ids = [pid for (_, pid, _), folder in zip(protocol.train, protocol.train_folders) if folder == "cuhk01"]
+        assert max(Counter(cuhk_ids).values()) == 2

@@ -15,7 +15,8 @@ def test_adapt_preset_loads_with_its_adaptation_defaults():
     assert config.optim.lr < load_config("base").optim.lr
     assert config.cluster.reliability_margin > 0
     assert config.cluster.camera_centering is True
-    assert config.cluster.outliers == "instances" and config.cluster.separate_sources is True
+    assert config.cluster.outliers == "drop" and config.cluster.separate_sources is True
+    assert config.cluster.pair_outliers and config.cluster.min_compactness > 0 and config.guard.enabled
     assert config.memory.mode == "centroid"
     assert 0 < config.model.init_mix < 1
     assert config.train.batch_size % config.train.num_instances == 0

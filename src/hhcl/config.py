@@ -198,8 +198,9 @@ class Config:
         config.validate(source)
         return config
 
-    def validate(self, source: str = "config") -> None:
-        """Raise HHCLError naming the first invalid value."""
+    def validate(self, source: str = "config", origins: dict[str, str] | None = None) -> None:
+        """Raise HHCLError naming the first invalid value and where it came from: ``origins`` maps a
+        key to the override that set it (a command-line flag or ``--set``), else ``source`` (the file)."""
         checks = [
             ("memory.mode", self.memory.mode in MEMORY_MODES, f"one of {', '.join(MEMORY_MODES)}"),
             ("memory.loss_form", self.memory.loss_form in LOSS_FORMS, f"one of {', '.join(LOSS_FORMS)}"),
@@ -210,8 +211,9 @@ class Config:
             ("train.epochs", self.train.epochs >= 1, "at least 1"),
             ("train.iters", self.train.iters >= 1, "at least 1"),
             ("train.num_instances", self.train.num_instances >= 1, "at least 1"),
-            ("train.batch_size", self.train.batch_size >= self.train.num_instances
-             and self.train.batch_size % self.train.num_instances == 0,
+            ("train.batch_size", self.train.batch_size >= 1, "a positive number of images"),
+            ("train.batch_size", self.train.num_instances < 1 or (self.train.batch_size >= self.train.num_instances
+                                                                  and self.train.batch_size % self.train.num_instances == 0),
              f"a multiple of train.num_instances ({self.train.num_instances})"),
             ("cluster.eps", 0 < self.cluster.eps < 1, "in (0, 1): Jaccard distances lie in [0, 1]"),
             ("cluster.min_samples", self.cluster.min_samples >= 1, "at least 1"),
@@ -246,7 +248,8 @@ class Config:
         ]
         for key, ok, expected in checks:
             if not ok:
-                raise HHCLError(f"{source}: {key} = {self.get(key)!r} is invalid; it must be {expected}")
+                where = (origins or {}).get(key, source)
+                raise HHCLError(f"{where}: {key} = {self.get(key)!r} is invalid; it must be {expected}")
 
     def get(self, key: str) -> Any:
         section, name = key.split(".", 1)
@@ -300,8 +303,10 @@ def load_config(path_or_preset: str | Path | None = None, overrides: typing.Iter
         source = str(path)
     config = Config()
     _merge_into(config, values, source)
+    overrides = list(overrides)
     apply_overrides(config, overrides)
-    config.validate(source)
+    origins = {override.split("=", 1)[0].strip(): f"override {override!r}" for override in overrides if "=" in override}
+    config.validate(source, origins)
     return config
 
 

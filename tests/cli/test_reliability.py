@@ -191,7 +191,19 @@ def device_tpu(tmp_path, tiny_root, finished_run):
     return train_arguments(tiny_root, tmp_path / "run", "--device", "tpu"), "'tpu'", []
 
 
+def num_instances_zero(tmp_path, tiny_root, finished_run):
+    return (train_arguments(tiny_root, tmp_path / "run", "--num-instances", "0"),
+            "'train.num_instances=0': train.num_instances = 0 is invalid; it must be at least 1", [])
+
+
+def batch_size_zero(tmp_path, tiny_root, finished_run):
+    return (train_arguments(tiny_root, tmp_path / "run", "--batch-size", "0"),
+            "train.batch_size = 0 is invalid; it must be a positive number", [])
+
+
 CASES = [
+    pytest.param(num_instances_zero, id="num-instances-0"),
+    pytest.param(batch_size_zero, id="batch-size-0"),
     pytest.param(output_is_a_file, id="output-is-a-file"),
     pytest.param(read_only_output, id="read-only-output",
                  marks=pytest.mark.skipif(AS_ROOT, reason="root writes anywhere")),

@@ -111,3 +111,11 @@ def test_in_a_folder_of_two_cameras_pairs_cross_the_cameras():
     assert paired.sum() >= 10
     for label in np.unique(labels[paired]):
         assert sorted(cameras[labels == label]) == [0, 1]
+
+
+def test_one_pseudo_identity_is_held_back_even_without_the_guard():
+    features, _ = people(1, 30, noise=0.05, seed=8)
+    assignment = assign_pseudo_labels(features, np.zeros(30), np.zeros(30), ClusterConfig(eps=0.6, k1=10, k2=3),
+                                      GuardConfig())
+    assert assignment.num_clusters == 1
+    assert assignment.decision == "hold" and "one pseudo-identity" in assignment.reasons[-1]

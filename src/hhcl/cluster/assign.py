@@ -274,6 +274,11 @@ def assign_pseudo_labels(features, cameras, sources, cluster, guard, *, previous
             assignment.error = no_cluster_message(clustered_on, cluster)
     elif cluster.outliers == "instances":
         assignment.train_labels = outliers_as_instances(labels)
+    if assignment.error is None and int(assignment.train_labels.max(initial=-1)) == 0:
+        # one pseudo-identity: every sample is its positive and there is no negative, the loss is 0
+        assignment.decision = "hold"
+        assignment.reasons = [*assignment.reasons, "all the clustered images form one pseudo-identity: nothing to "
+                              "contrast (lower cluster.eps)"]
     stats["assign_seconds"] = time.perf_counter() - start
     return assignment
 

@@ -188,7 +188,8 @@ def seed_runs(results: Sequence[dict[str, Any]], label: str = MAIN_LABEL) -> lis
     return sorted(runs, key=lambda run: run["config"].get("train", {}).get("seed", 0))
 
 
-def render_protocol_section(protocol: str, results: Sequence[dict[str, Any]], label: str = MAIN_LABEL) -> str:
+def render_protocol_section(protocol: str, results: Sequence[dict[str, Any]], label: str = MAIN_LABEL,
+                            findings: str = "") -> str:
     """The no-harm block of one protocol: zero-shot, each seed's adapted model, oracle and harm per test set."""
     begin, end = protocol_markers(protocol)
     runs = seed_runs(results, label)
@@ -249,6 +250,18 @@ def render_protocol_section(protocol: str, results: Sequence[dict[str, Any]], la
         lines.append(f"| {entry['epoch']} | {entry['clusters']} | {entry['outliers']} | {entry.get('mutual_pairs', '-')} | "
                      f"{entry.get('pair_precision', float('nan')):.3f} | {entry.get('pair_recall', float('nan')):.3f} | "
                      + (f"{metrics['mean']['mAP']:.1f}" if metrics else "-") + " |")
+    variants = [run for run in results if run not in runs and final_metrics(run["adapted"])]
+    if variants and protocol != "folders":  # the folders section lists its variants in a table of its own
+        lines += ["", "Other runs on this protocol (one seed each; mAP after the last epoch, change against zero-shot):",
+                  ""]
+        for run in sorted(variants, key=lambda r: r["finished"]):
+            final = final_metrics(run["adapted"])
+            changes = ", ".join(f"{name} {final[name]['mAP']:.1f} ({final[name]['mAP'] - run['zero_shot'][name]['mAP']:+.1f})"
+                                for name in names)
+            overrides = ", ".join(f"`{item}`" for item in run.get("overrides", [])) or "-"
+            lines.append(f"- `{run['label']}` ({overrides}): {changes}" + (f"; {run['note']}" if run.get("note") else ""))
+    if findings.strip():
+        lines += ["", findings.strip()]
     lines.append(end)
     return "\n".join(lines)
 
@@ -274,7 +287,9 @@ def write_document(protocol: str, results: Sequence[dict[str, Any]], path: Path 
     if protocol == "folders":
         findings = FINDINGS_FILE.read_text() if FINDINGS_FILE.is_file() else ""
         sections.append((render_section(results, findings), BEGIN_MARKER, END_MARKER))
-    sections.append((render_protocol_section(protocol, results), *protocol_markers(protocol)))
+    protocol_findings = RESULTS_DIR / protocol / "protocol-findings.md"
+    sections.append((render_protocol_section(protocol, results, findings=protocol_findings.read_text()
+                                             if protocol_findings.is_file() else ""), *protocol_markers(protocol)))
     for section, begin, end in sections:
         document = replace_section(document, section, begin, end)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hhcl.cli import main
-from hhcl.cli.datasets import parse_options
+from hhcl.cli.arguments import parse_options
 from hhcl.data import list_datasets
 
 

@@ -102,3 +102,15 @@ def test_plot_folder_that_cannot_be_written_fails_before_extraction(folder_datas
     assert main(evaluate_args(folder_dataset, hhcl_checkpoint, "--plot", str(blocker / "plots"))) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--plot" in err and str(blocker) in err
+
+
+def test_a_torchreid_file_reads_as_loaded_not_as_fresh(folder_dataset, tmp_path, capsys):
+    """A torchreid file: backbone with its 512-d fc embedding, plus the training identities' classifier."""
+    state = build_model("osnet_x0_25").backbone.state_dict()
+    state |= {"classifier.weight": torch.zeros(751, 512), "classifier.bias": torch.zeros(751)}
+    torch.save({"state_dict": state, "epoch": 150}, tmp_path / "osnet_x0_25_market.pth.tar")
+    assert main(evaluate_args(folder_dataset, tmp_path / "osnet_x0_25_market.pth.tar", "--arch", "osnet_x0_25")) == 0
+    err = capsys.readouterr().err
+    assert "the backbone and its embedding are loaded" in err
+    assert "the identity classifier (2 tensors) is not needed" in err
+    assert "fresh" not in err

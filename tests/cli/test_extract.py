@@ -107,3 +107,18 @@ def test_unwritable_output(tmp_path, capsys, weights, images, where):
                              "--output", output)
     one_line_error(status, err, blocker if where == "under_a_file" else images)
     assert re.search("folder|Not a directory", err)
+
+
+def test_the_skipped_count_agrees_with_the_warnings(tmp_path, capsys, caplog, weights, images):
+    """An empty file, caught while listing the folder, is one more broken image: one warning, one count."""
+    (images / "0007_c1.jpg").write_bytes(b"")
+    (images / "0008_c1.jpg").write_bytes(b"\xff\xd8 cut short")
+    (images / "0009_c1.png").write_bytes(b"\x89PNG cut short")
+    output = tmp_path / "feats.npz"
+    with caplog.at_level("WARNING"):
+        status, out, err = run_cli(capsys, "extract", "--weights", weights, "--arch", "osnet_x0_25", "--images",
+                                   images, "--output", output, "--no-progress")
+    assert status == 0, err
+    warnings = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 3 and all("broken image" in record.getMessage() for record in warnings)
+    assert "4 images x 512 features" in out and "3 broken images skipped" in out

@@ -46,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub)
-        sub.set_defaults(_run=module.run)
+        sub.set_defaults(_run=module.run, _parser=sub)
+        for action in sub._actions:  # nested actions (`hhcl datasets info`): their own usage on a mistake
+            if isinstance(action, argparse._SubParsersAction):
+                for nested in action.choices.values():
+                    nested.set_defaults(_subparser=nested)
     return parser
 
 
@@ -59,7 +63,12 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse leaves what a subcommand does not know to the top level, whose usage would not
+        # show the flags of the command at hand
+        deepest = getattr(args, "_subparser", None) or getattr(args, "_parser", None) or parser
+        deepest.error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
-
+from hhcl.cli.arguments import add_data_arguments, options_from_args
 from hhcl.errors import HHCLError
 
 
@@ -24,40 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="dataset folder; repeat it to pool several folders into one training set (folder only)",
     )
-    info.add_argument(
-        "--pattern",
-        action="append",
-        metavar="REGEX",
-        help="folder only: file-name pattern with groups (?P<pid>...) and (?P<cam>...); "
-        "one per --root, or one for all (default: Market style '^(?P<pid>-?\\d+)_c(?P<cam>\\d+)')",
-    )
+    add_data_arguments(info, input_size=None)
     info.add_argument("--check-images", action="store_true", help="decode every image while scanning")
     info.add_argument("--strict", action="store_true", help="a broken image is an error, not a warning")
-    info.add_argument(
-        "-o",
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a dataset option, e.g. subset=labeled (cuhk03np), num_identities=50 (synthetic), "
-        "query_camera=a (folder)",
-    )
-
-
-def parse_options(pairs: list[str]) -> dict:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``; values are read as YAML scalars."""
-    options = {}
-    for pair in pairs:
-        key, separator, value = pair.partition("=")
-        if not separator or not key.strip():
-            raise HHCLError(f"option {pair!r} is not KEY=VALUE; write it like --option subset=labeled")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            parsed = value
-        # Camera and identity labels stay text (query_camera=1 must find "c1" as well as "a").
-        options[key.strip()] = value if key.strip().endswith("_camera") else parsed
-    return options
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,9 +40,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name.ljust(width)}  {description}{suffix}")
         return 0
 
-    options = parse_options(args.option)
-    if args.pattern:
-        options["pattern"] = args.pattern[0] if len(args.pattern) == 1 else args.pattern
+    options = options_from_args(args)
     if args.check_images:
         options["check_images"] = True
     if args.strict:

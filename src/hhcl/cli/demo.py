@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hhcl.cli.arguments import add_progress_argument, show_progress
 from hhcl.config import load_config
 
 RUN_FOLDER = "run"
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a smaller run (40 people, 6 short epochs, about a minute) that still learns")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the demo preset, e.g. --set train.epochs=5")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo's own run of last time: each demo starts from scratch
     log.info("generating (or reusing) the synthetic set in %s", root)
-    trainer = Trainer(config, run_dir, progress=not args.json)
+    trainer = Trainer(config, run_dir, progress=not args.json and show_progress(args))
     log.info("%s", trainer.dataset.summary())
     before = evaluate_model(trainer.model, trainer.dataset, config, trainer.device, trainer.precision)
     log.info("before training (random initialisation): mAP %.1f%%, rank-1 %.1f%%", before["mAP"], before["rank1"])

@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from hhcl.cli.extract import add_input_size_arguments
+from hhcl.cli.arguments import add_data_arguments, add_progress_argument, options_from_args, show_progress
 from hhcl.config import PRECISIONS
 from hhcl.errors import HHCLError
 
@@ -16,12 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", required=True, help="dataset name (see `hhcl datasets`), e.g. market1501 or folder")
     data.add_argument("--root", metavar="DIR", help="the dataset folder")
-    data.add_argument("--pattern", metavar="REGEX",
-                      help="folder only: file-name pattern with groups (?P<pid>...) and (?P<cam>...)")
-    data.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
-                      help="a dataset option, e.g. query_camera=a and gallery_camera=b (folder), subset=labeled "
-                           "(cuhk03np)")
-    add_input_size_arguments(data)
+    add_data_arguments(data)
     data.add_argument("--num-workers", type=int, default=0, help="image-decoding processes (default 0)")
     model = parser.add_argument_group("model")
     model.add_argument("--weights", required=True, metavar="FILE",
@@ -39,11 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help='print one JSON object {"mAP", "rank1", "rank5", "rank10", "mINP"} in percent')
     parser.add_argument("--plot", metavar="OUT", help="write the CMC curve to OUT/cmc.png")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hhcl.cli.datasets import parse_options
     from hhcl.data import load_dataset
     from hhcl.engine.runtime import resolve_device
     from hhcl.evaluation.model import split_metrics
@@ -58,10 +52,7 @@ def run(args: argparse.Namespace) -> int:
     # The model first: a wrong weights file fails before a long dataset scan.
     model = load_trained_model(args.arch, args.weights, device, require_complete=False, verbose=True)
     height, width = resolve_input_size(args.weights, args.height, args.width)
-    options = parse_options(args.option)
-    if args.pattern:
-        options["pattern"] = args.pattern
-    dataset = load_dataset(args.dataset, args.root, **options)
+    dataset = load_dataset(args.dataset, args.root, **options_from_args(args))
     if not dataset.query or not dataset.gallery:
         raise HHCLError(f"dataset {args.dataset} at {args.root} has no query/gallery split to evaluate "
                         "(for one folder split by camera pass -o query_camera=A -o gallery_camera=B)")
@@ -69,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     def features_of(items, description: str) -> torch.Tensor:
         return extract_features(model, items, batch_size=args.batch_size, device=device, height=height,
                                 width=width, num_workers=args.num_workers, precision=args.precision,
-                                progress=not args.no_progress, description=description)
+                                progress=show_progress(args), description=description)
 
     query_features = features_of(dataset.query, "query")
     gallery_features = features_of(dataset.gallery, "gallery")

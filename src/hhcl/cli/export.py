@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hhcl.cli.extract import add_input_size_arguments
+from hhcl.cli.arguments import add_input_size_arguments
 from hhcl.export import DEFAULT_OPSET, PARITY_TOLERANCE
 
 

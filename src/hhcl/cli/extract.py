@@ -9,6 +9,8 @@ import argparse
 import time
 from pathlib import Path
 
+from hhcl.cli.arguments import add_input_size_arguments, add_progress_argument, show_progress
+
 
 def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
     """``--weights``, ``--arch`` and the :class:`~hhcl.retrieval.FeatureExtractor` settings."""
@@ -24,14 +26,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     add_input_size_arguments(parser)
     parser.add_argument("--num-workers", type=int, default=0, help="image-decoding processes (default 0)")
-
-
-def add_input_size_arguments(parser) -> None:
-    """``--height`` and ``--width``, by default the size the weights were trained at."""
-    for side, default in (("height", 256), ("width", 128)):
-        parser.add_argument(f"--{side}", type=int, metavar="PIXELS",
-                            help=f"input {side} (default: the one the model was trained at, which an hhcl model "
-                                 f"file or an ONNX export records; else {default})")
+    add_progress_argument(parser)
 
 
 def build_extractor(args: argparse.Namespace):
@@ -41,6 +36,7 @@ def build_extractor(args: argparse.Namespace):
     return FeatureExtractor(
         args.arch, args.weights, device=args.device, precision=args.precision, backend=args.backend,
         batch_size=args.batch_size, height=args.height, width=args.width, num_workers=args.num_workers,
+        progress=None if show_progress(args) else False,  # None: a bar for sets large enough to wait for
     )
 
 

@@ -13,6 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from hhcl.cli.arguments import add_data_arguments, add_progress_argument, options_from_args, show_progress
 from hhcl.config import LOSS_FORMS, MEMORY_MODES, PRECISION_CHOICES, load_config
 
 # flag -> config key; a flag left unset keeps the preset's value
@@ -58,8 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", help="dataset name, e.g. market1501 or folder (overrides the preset)")
     data.add_argument("--root", nargs="+", help="the dataset folder; several folders pool into one training set")
-    data.add_argument("--height", type=int)
-    data.add_argument("--width", type=int)
+    add_data_arguments(data, input_size="train")
     data.add_argument("--num-workers", type=int)
     model = parser.add_argument_group("model")
     model.add_argument("--arch", help="backbone, e.g. resnet50, resnet50_ibn_a, osnet_x1_0")
@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument("--rerank", action="store_true", default=None, help="k-reciprocal re-ranking at evaluation")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set cluster.k1=20 (repeatable; applied last)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(parser)
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
@@ -107,6 +107,8 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
     for flag, key in SWITCH_KEYS.items():
         if getattr(args, flag, None):
             overrides.append(f"{key}=true")
+    if hasattr(args, "option"):  # --pattern and -o KEY=VALUE: the dataset's options
+        overrides += [f"dataset.options.{key}={json.dumps(value)}" for key, value in options_from_args(args).items()]
     return overrides + list(args.overrides)
 
 
@@ -115,16 +117,31 @@ def run(args: argparse.Namespace) -> int:
     from hhcl.engine.run_folder import locked_run_folder
 
     config = load_config(args.config, overrides_from_args(args))
+    dataset = checked_dataset(config)  # a wrong --root fails here, before the run folder exists
     # Under torchrun every rank runs this command; rank 0 holds the run folder for all of them.
     holds_folder = int(os.environ.get("RANK", "0")) == 0
     trainer = None
     with locked_run_folder(args.output) if holds_folder else contextlib.nullcontext():
         try:
-            trainer = Trainer(config, args.output, resume=args.resume, progress=not args.no_progress)
+            trainer = Trainer(config, args.output, resume=args.resume, dataset=dataset, progress=show_progress(args))
             trainer.fit()
         except KeyboardInterrupt:
             raise KeyboardInterrupt(interruption_hint(args, getattr(trainer, "epoch", 0))) from None
     return 0
+
+
+def checked_dataset(config):
+    """The training set, read before the run folder is created, so that bad inputs leave no folder behind.
+
+    Under torchrun (several processes) the trainer reads it, rank 0 first (a generated set is
+    written once): None.
+    """
+    from hhcl.engine.distributed import DistributedContext
+    from hhcl.engine.setup import load_training_dataset
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return None
+    return load_training_dataset(config, DistributedContext())
 
 
 def interruption_hint(args: argparse.Namespace, completed_epochs: int) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hhcl.data.dataset import SPLITS, Item, ReIDDataset
-from hhcl.data.scan import ParsedName, compile_pattern, label_index, list_image_files, parse_names
+from hhcl.data.scan import ParsedName, compile_pattern, label_index, list_image_files, parse_names, shown_pattern
 from hhcl.errors import HHCLError
 
 DEFAULT_PATTERN = r"^(?P<pid>-?\d+)_c(?P<cam>\d+)"
@@ -91,7 +91,7 @@ def _scan(folder: Path, pattern: re.Pattern, scan: dict) -> list[ParsedName]:
         nested = any(entry.is_dir() for entry in folder.iterdir())
         hint = " (sub-folders are not searched: point --root at the folder that holds the images)" if nested else ""
         raise HHCLError(
-            f"no images in {folder}/; expected .jpg, .jpeg, .png or .bmp files matching {pattern.pattern!r}{hint}"
+            f"no images in {folder}/; expected .jpg, .jpeg, .png or .bmp files matching {shown_pattern(pattern)}{hint}"
         )
     return parse_names(files, pattern)
 
@@ -180,12 +180,12 @@ def _evaluation_pids(names: list[ParsedName], pattern: re.Pattern) -> dict[str, 
         if group not in pattern.groupindex:
             raise HHCLError(
                 f"query and gallery images need an identity and a camera, but the pattern "
-                f"{pattern.pattern!r} has no (?P<{group}>...) group; add it"
+                f"{shown_pattern(pattern)} has no (?P<{group}>...) group; add it"
             )
     for name in names:
         if name.pid is None or name.cam is None:
             raise HHCLError(
-                f"file name {name.path} gives no pid or cam with the pattern {pattern.pattern!r}; "
+                f"file name {name.path} gives no pid or cam with the pattern {shown_pattern(pattern)}; "
                 "query and gallery images need both"
             )
     texts = {name.pid for name in names}
@@ -201,7 +201,8 @@ def _evaluation_items(names: list[ParsedName], pids: dict[str, int], cameras: di
 
 def _require_not_empty(items: list[Item], folder: Path, pattern: re.Pattern) -> None:
     if not items:
-        raise HHCLError(f"every image in {folder}/ has pid -1 (junk) by the pattern {pattern.pattern!r}; nothing to evaluate")
+        raise HHCLError(f"every image in {folder}/ has pid -1 (junk) by the pattern {shown_pattern(pattern)}; "
+                        "nothing to evaluate")
 
 
 def _read_pooled(roots: list, pattern, scan: dict) -> ReIDDataset:

@@ -22,6 +22,7 @@ from hhcl.data.scan import (
     label_index,
     list_image_files,
     parse_names,
+    shown_pattern,
 )
 from hhcl.errors import HHCLError
 
@@ -280,7 +281,7 @@ def _read_msmt17_list(list_file: Path, image_folder: Path) -> list[Item]:
             match = _MSMT17_NAME.match(os.path.basename(relative))
             if match is None:
                 raise HHCLError(
-                    f"{where}: file name {relative} does not match the MSMT17 pattern {_MSMT17_NAME.pattern!r} "
+                    f"{where}: file name {relative} does not match the MSMT17 pattern {shown_pattern(_MSMT17_NAME)} "
                     "(pid_index_camera_...); restore the original name"
                 )
             path = image_folder / relative

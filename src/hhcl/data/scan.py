@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,13 @@ from hhcl.data.images import image_problem, is_image_name
 from hhcl.errors import HHCLError
 
 logger = logging.getLogger("hhcl.data")
+
+
+def shown_pattern(pattern: str | re.Pattern) -> str:
+    """A regular expression as a message shows it: raw, in single quotes, so that a copy pasted into a
+    shell (``--pattern '^(?P<pid>-?\\d+)_'``) works; ``repr`` would double every backslash."""
+    text = pattern.pattern if isinstance(pattern, re.Pattern) else str(pattern)
+    return f"'{text}'" if "'" not in text else shlex.quote(text)
 
 
 @dataclass(frozen=True)
@@ -35,13 +43,13 @@ def compile_pattern(pattern: str | re.Pattern) -> re.Pattern:
             compiled = re.compile(pattern)
         except re.error as error:
             raise HHCLError(
-                f"file-name pattern {pattern!r} is not a valid regular expression ({error}); "
-                "fix it, e.g. '^(?P<pid>-?\\d+)_c(?P<cam>\\d+)'"
+                f"file-name pattern {shown_pattern(pattern)} is not a valid regular expression ({error}); "
+                r"fix it, e.g. '^(?P<pid>-?\d+)_c(?P<cam>\d+)'"
             ) from None
     unknown = set(compiled.groupindex) - {"pid", "cam"}
     if unknown:
         raise HHCLError(
-            f"file-name pattern {compiled.pattern!r} has groups {sorted(unknown)}; "
+            f"file-name pattern {shown_pattern(compiled)} has groups {sorted(unknown)}; "
             "only the named groups 'pid' and 'cam' are read, rename or un-name the others"
         )
     return compiled
@@ -52,12 +60,14 @@ def list_image_files(
     *,
     check_images: bool = False,
     strict: bool = False,
+    drop_empty: bool = True,
 ) -> list[str]:
     """Sorted image files directly inside ``folder`` (not recursive).
 
     Files that are not images (by extension) are skipped with one warning that counts them.
-    Empty files are always caught here; with ``check_images`` every file is decoded. A broken file
-    is skipped with a warning naming it, or raises :class:`HHCLError` when ``strict``.
+    Empty files are caught here (unless ``drop_empty`` is False: a caller that skips and counts
+    broken images at decoding); with ``check_images`` every file is decoded. A broken file is
+    skipped with a warning naming it, or raises :class:`HHCLError` when ``strict``.
     """
     images: list[str] = []
     skipped: list[str] = []
@@ -84,6 +94,8 @@ def list_image_files(
             folder,
             shown,
         )
+    if not drop_empty and not check_images:
+        return images
     return drop_broken_images(images, check_images=check_images, strict=strict)
 
 
@@ -138,7 +150,7 @@ def parse_names(paths: Iterable[str], pattern: re.Pattern) -> list[ParsedName]:
         match = pattern.search(name)
         if match is None:
             raise HHCLError(
-                f"file name {path} does not match the pattern {pattern.pattern!r}; "
+                f"file name {path} does not match the pattern {shown_pattern(pattern)}; "
                 "rename the file, move it out of the folder, or pass a --pattern that matches it"
             )
         parsed.append(

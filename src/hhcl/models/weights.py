@@ -55,8 +55,26 @@ class LoadReport:
                  counted("unexpected", self.unexpected)]
         line = f"weights {self.path} ({self.kind}): " + ", ".join(parts)
         if self.fresh_head:
-            line += f"; the re-ID head starts fresh ({len(self.fresh_head)} tensors)"
+            line += "; " + self.head_note()
         return line
+
+    def head_note(self) -> str:
+        """What a backbone-only file (torchvision, IBN-Net, torchreid) leaves to hhcl's head, in plain words.
+
+        The neck is a BatchNorm that starts as the identity, so a backbone file gives working
+        features as loaded; an added ``embedding`` Linear (``num_features > 0``) starts random.
+        """
+        has_embedding = any(key.startswith("backbone.fc.") for key in self.loaded)
+        loaded = "the backbone and its embedding are loaded" if has_embedding else "the backbone is loaded"
+        notes = [loaded]
+        if self.skipped:
+            notes.append(f"the identity classifier ({len(self.skipped)} tensors) is not needed, re-ID compares "
+                         "features")
+        notes.append("the BatchNorm neck starts as the identity")
+        random = [key for key in self.fresh_head if key.startswith("embedding.")]
+        if random:
+            notes.append(f"the added embedding layer ({', '.join(random)}) starts random: train before evaluating")
+        return "; ".join(notes)
 
 
 def _numpy_safe_globals() -> list:

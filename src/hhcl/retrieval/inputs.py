@@ -25,7 +25,8 @@ def gather_image_paths(sources: Sequence[str | os.PathLike], role: str = "--imag
     for source in sources:
         source = Path(source)
         if source.is_dir():
-            found = list_image_files(source)
+            # broken files, empty ones included, are skipped when decoded: one warning and one count each
+            found = list_image_files(source, drop_empty=False)
             if not found:
                 raise HHCLError(f"{role} folder {source} has no images (expected {EXTENSIONS_TEXT} files)")
             paths.extend(found)

@@ -90,6 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument("--select-best", action="store_true", default=None,
                       help="keep the epoch with the best test mAP (uses the test labels: optimistic)")
     loop.add_argument("--rerank", action="store_true", default=None, help="k-reciprocal re-ranking at evaluation")
+    loop.add_argument("--inspect", action="store_true",
+                      help="keep each epoch's pseudo-labels in RUN_DIR/inspect/ for `hhcl inspect RUN_DIR` (a page)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set cluster.k1=20 (repeatable; applied last)")
     add_progress_argument(parser)
@@ -123,11 +125,19 @@ def run(args: argparse.Namespace) -> int:
     trainer = None
     with locked_run_folder(args.output) if holds_folder else contextlib.nullcontext():
         try:
-            trainer = Trainer(config, args.output, resume=args.resume, dataset=dataset, progress=show_progress(args))
+            trainer = Trainer(config, args.output, resume=args.resume, dataset=dataset, progress=show_progress(args),
+                              hooks=inspection_hooks(args))
             trainer.fit()
         except KeyboardInterrupt:
             raise KeyboardInterrupt(interruption_hint(args, getattr(trainer, "epoch", 0))) from None
     return 0
+
+
+def inspection_hooks(args: argparse.Namespace) -> list:
+    """``[InspectionHook()]`` with --inspect (the pseudo-labels kept for `hhcl inspect`), else none."""
+    from hhcl.engine.inspection import InspectionHook
+
+    return [InspectionHook()] if getattr(args, "inspect", False) else []
 
 
 def checked_dataset(config):

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("hhcl.cli.search", "rank a gallery folder for query images, with pictures"),
     "export": ("hhcl.cli.export", "export a model to ONNX and check parity"),
     "config": ("hhcl.cli.config", "show a resolved configuration preset"),
+    "inspect": ("hhcl.cli.inspect", "write a page of a run's pseudo-labels (train it with --inspect)"),
 }
 
 

@@ -240,11 +240,15 @@ def write_search_report(
     return grid, page
 
 
-def _html_cell(path: str, caption: str, color: tuple[int, int, int], thumbnail_size: tuple[int, int]) -> str:
-    thumbnail = _open_rgb(path).resize(thumbnail_size[::-1], Image.Resampling.BICUBIC)
+def thumbnail_jpeg(image: ImageLike, size: tuple[int, int], quality: int = 85) -> bytes:
+    """``image`` resized to ``size`` ``(height, width)``, as JPEG bytes (the thumbnails of the HTML pages)."""
     buffer = io.BytesIO()
-    thumbnail.save(buffer, format="JPEG", quality=85)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    _open_rgb(image).resize(size[::-1], Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _html_cell(path: str, caption: str, color: tuple[int, int, int], thumbnail_size: tuple[int, int]) -> str:
+    data = base64.b64encode(thumbnail_jpeg(path, thumbnail_size)).decode("ascii")
     link = Path(path).resolve().as_uri()
     name = html.escape(Path(path).name)
     return (

@@ -67,8 +67,11 @@ def test_bars_are_off_without_a_terminal(monkeypatch):
     assert not show_progress(argparse.Namespace(no_progress=True))
 
 
-@pytest.mark.parametrize("command", [["evaluate", "--dataset", "folder", "--weights", "m.pth"], ["datasets", "info", "folder"],
-                                     ["search", "--weights", "m.pth", "--gallery", "g", "--query", "q", "--output", "o"]])
+@pytest.mark.parametrize("command", [
+    ["evaluate", "--dataset", "folder", "--weights", "m.pth"],
+    ["datasets", "info", "folder"],
+    ["search", "--weights", "m.pth", "--gallery", "g", "--query", "q", "--output", "o"],
+])
 def test_an_unknown_argument_prints_the_usage_of_its_subcommand(capsys, command):
     with pytest.raises(SystemExit) as exit_status:
         run_cli(capsys, *command, "--bogus")

@@ -114,3 +114,54 @@ def test_a_torchreid_file_reads_as_loaded_not_as_fresh(folder_dataset, tmp_path,
     assert "the backbone and its embedding are loaded" in err
     assert "the identity classifier (2 tensors) is not needed" in err
     assert "fresh" not in err
+
+
+def test_plot_says_where_it_wrote_and_names_the_model_file_and_dataset(folder_dataset, hhcl_checkpoint, tmp_path,
+                                                                       capsys):
+    out = tmp_path / "plots"
+    assert main(evaluate_args(folder_dataset, hhcl_checkpoint, "--plot", str(out))) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'cmc.png'} (CMC of {hhcl_checkpoint.parent.name}/model.pth on folder: mAP " in printed
+
+
+def test_several_weights_are_evaluated_in_turn_and_their_curves_overlaid(folder_dataset, hhcl_checkpoint, tmp_path,
+                                                                        capsys):
+    torch.manual_seed(1)
+    other = build_model("osnet_x0_25", num_features=64)
+    (tmp_path / "adapted").mkdir()
+    torch.save({"model": other.state_dict(), "build_options": other.build_options, "epoch": 3},
+               tmp_path / "adapted" / "model.pth")
+    out = tmp_path / "plots"
+    weights = [str(hhcl_checkpoint), str(tmp_path / "adapted" / "model.pth")]
+    both = evaluate_args(folder_dataset, weights[0], "--json", "--plot", str(out))
+    both.insert(both.index(weights[0]) + 1, weights[1])  # --weights FIRST SECOND
+    assert main(both) == 0
+    captured = capsys.readouterr()
+    figures = json.loads(captured.out)
+    assert list(figures) == weights
+    for single in weights:  # the figures each file has alone
+        assert main(evaluate_args(folder_dataset, single, "--json")) == 0
+        assert json.loads(capsys.readouterr().out) == figures[single]
+    assert "adapted/model.pth on folder" in captured.err and "wrote" in captured.err
+    with Image.open(out / "cmc.png") as picture:
+        colours = {colour for _, colour in picture.convert("RGB").getcolors(1 << 20)}
+    from hhcl.retrieval.visualize import CURVE_COLORS
+
+    assert set(CURVE_COLORS[:2]) <= colours  # one curve each
+
+
+def test_ranked_draws_the_lists_of_n_queries(folder_dataset, hhcl_checkpoint, tmp_path, capsys):
+    out = tmp_path / "plots"
+    assert main(evaluate_args(folder_dataset, hhcl_checkpoint, "--plot", str(out), "--ranked", "2")) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'ranked.png'} and {out / 'index.html'} (2 queries" in printed
+    page = (out / "index.html").read_text()
+    assert page.count("<h2>Query") == 2 and "model.pth (osnet_x0_25) on folder" in page
+    with Image.open(out / "ranked.png") as picture:
+        assert picture.format == "PNG"
+
+
+def test_ranked_without_a_plot_folder_is_a_one_line_error(folder_dataset, hhcl_checkpoint, capsys):
+    assert main(evaluate_args(folder_dataset, hhcl_checkpoint, "--ranked", "3")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--ranked 3" in err and "--plot OUT" in err

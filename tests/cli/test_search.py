@@ -222,3 +222,30 @@ def test_real_people_are_found_in_a_real_gallery(tmp_path, capsys, shared_data, 
     assert sum(found) >= 15
     with Image.open(tmp_path / "out" / "ranked.png") as picture:
         assert picture.size == ranked_grid_size(30, 5)
+
+
+def test_exclude_same_camera_leaves_out_the_query_camera(tmp_path, capsys, weights, gallery_and_queries):
+    gallery, queries = gallery_and_queries
+    rng = np.random.default_rng(2)
+    for pid in (1, 3):  # the query's camera also saw these people
+        shirt = (200, 30, 30) if pid == 1 else (240, 240, 60)
+        person(rng, shirt, (20, 20, 120)).save(gallery / f"{pid:04d}_c1_9.png")
+    common = ["search", "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery, "--query", *queries,
+              "--topk", 9, "--no-progress"]
+    status, out, err = run_cli(capsys, *common, "--output", tmp_path / "all")
+    assert status == 0, err
+    assert any("_c1_" in path for ranking in printed_rankings(out) for _, path in ranking)
+
+    status, out, err = run_cli(capsys, *common, "--output", tmp_path / "cross", "--exclude-same-camera")
+    assert status == 0, err
+    rankings = printed_rankings(out)
+    assert [len(ranking) for ranking in rankings] == [8, 8]  # the 8 images of camera 2
+    assert all("_c2_" in Path(path).name for ranking in rankings for _, path in ranking)
+
+
+def test_exclude_same_camera_needs_a_camera_group(tmp_path, capsys, weights, gallery_and_queries):
+    gallery, queries = gallery_and_queries
+    status, out, err = run_cli(capsys, "search", "--weights", weights, "--arch", "osnet_x0_25", "--gallery", gallery,
+                               "--query", *queries, "--output", tmp_path / "out", "--exclude-same-camera",
+                               "--pattern", r"^(?P<pid>\d+)_")
+    one_line_error(status, err, "--exclude-same-camera", r"'^(?P<pid>\d+)_'", "(?P<cam>...)")

@@ -1,6 +1,7 @@
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,6 +85,21 @@ def test_train_writes_a_run_folder(tmp_path, tiny_root):
     assert (used.train.epochs, used.train.iters, used.dataset.height) == (1, 2, 32)
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and metrics["final"] is not None
+    # the epoch line ends with the whole run's clock; after the last epoch, nothing is left
+    epoch_line = next(line for line in (output / "train.log").read_text().splitlines() if "epoch 1/1: " in line
+                      and " img/s)" in line)
+    assert re.search(r"img/s\), run \d+ (s|min \d\d s)$", epoch_line), epoch_line
+
+
+def test_the_epoch_line_says_how_long_the_run_took_and_has_left():
+    from hhcl.engine.run_log import EpochRecord
+
+    record = EpochRecord.of_labels(1, [0, 0, 1, -1], loss=1.5, lr=3.5e-4, seconds={"train": 100.0},
+                                   train_images_per_second=12.0)
+    line = record.summary_line(3, elapsed=125.0, remaining=250.0)
+    assert line.endswith("img/s), run 2 min 05 s, about 4 min 10 s left")
+    assert record.summary_line(3, elapsed=3725.0, remaining=0.0).endswith("run 1 h 02 min")
+    assert "run " not in record.summary_line(3)
 
 
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path, tiny_root):

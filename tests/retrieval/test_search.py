@@ -261,3 +261,27 @@ def test_search_gallery_refuses_an_empty_or_unreadable_gallery(tmp_path, vector_
     broken.write_text("broken")
     with pytest.raises(HHCLError, match="none of the 1 gallery images can be read"):
         search_gallery(extractor, [str(query)], [str(broken)], topk=3)
+
+
+def test_exclude_mask_ranks_the_masked_images_last_and_lists_leave_them_out():
+    from hhcl.retrieval.search import ranked_lists as to_lists
+
+    query = np.array([[1.0, 0.0]], dtype=np.float32)
+    gallery = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]], dtype=np.float32)
+    indices, distances = rank_gallery(query, gallery, topk=3, exclude_mask=[[True, False, False]])
+    assert indices.tolist() == [[1, 2, 0]] and np.isinf(distances[0, 2])
+    (ranked,) = to_lists(["9_c1.jpg"], ["1_c1.jpg", "1_c2.jpg", "2_c3.jpg"], indices, distances)
+    assert ranked.gallery_paths == ["1_c2.jpg", "2_c3.jpg"]
+
+
+def test_split_ranked_lists_leave_out_the_same_identity_in_the_same_camera():
+    from hhcl.retrieval.search import split_ranked_lists
+
+    query = [("q1.jpg", 1, 0), ("q2.jpg", 2, 0)]
+    gallery = [("g1a.jpg", 1, 0), ("g1b.jpg", 1, 1), ("g2.jpg", 2, 1), ("gx.jpg", 3, 0)]
+    features = np.eye(4, dtype=np.float32)
+    query_features = np.stack([features[0], features[2]])
+    results = split_ranked_lists(query_features, features, query, gallery, num_queries=2, topk=4)
+    assert [ranked.query_path for ranked in results] == ["q1.jpg", "q2.jpg"]
+    assert "g1a.jpg" not in results[0].gallery_paths and len(results[0].gallery_paths) == 3
+    assert results[1].gallery_paths[0] == "g2.jpg" and results[1].gallery_pids[0] == 2

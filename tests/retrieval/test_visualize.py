@@ -205,3 +205,11 @@ def test_search_report_writes_the_grid_and_the_page(tmp_path):
         image = image.convert("RGB")
         assert [image.getpixel(cell_corner(0, rank)) for rank in (1, 2)] == [TRUE_MATCH_COLOR, FALSE_MATCH_COLOR]
     assert 'src="ranked.png"' in page.read_text()
+
+
+def test_plot_cmc_overlays_several_curves_in_their_own_colours(tmp_path):
+    curves = {"zero-shot/model.pth": np.linspace(0.3, 0.9, 20), "adapt/model.pth": np.linspace(0.5, 1.0, 20)}
+    with Image.open(plot_cmc(curves, tmp_path / "cmc.png", label="2 models on ilids")) as picture:
+        colours = {colour for _, colour in picture.convert("RGB").getcolors(1 << 20)}
+    assert {visualize.CURVE_COLORS[0], visualize.CURVE_COLORS[1]} <= colours
+    assert visualize.CURVE_COLORS[2] not in colours

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hhcl.cli.extract import add_extractor_arguments, build_extractor
-from hhcl.retrieval.search import IDENTITY_PATTERN
+from hhcl.retrieval.search import CAMERA_PATTERN, IDENTITY_PATTERN
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,10 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", metavar="FILE",
                         help="gallery features cache (.npz), reused while the gallery and weights are unchanged")
     parser.add_argument(
-        "--pattern", default=IDENTITY_PATTERN, metavar="REGEX",
+        "--pattern", metavar="REGEX",
         help=f"regular expression with a named group 'pid' that reads identities from file names, to colour "
-             f"true (green) and false (red) matches; '' for none (default {IDENTITY_PATTERN!r})",
+             f"true (green) and false (red) matches, and 'cam' for --exclude-same-camera; '' for none (default "
+             f"'{IDENTITY_PATTERN}', with --exclude-same-camera '{CAMERA_PATTERN}')",
     )
+    parser.add_argument("--exclude-same-camera", action="store_true",
+                        help="leave out the gallery images of the query's own camera (read from the file names by "
+                             "--pattern), as the evaluation protocol leaves a camera's own view of a person out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,11 +39,14 @@ def run(args: argparse.Namespace) -> int:
     output = ensure_writable_folder(args.output)
     if args.cache is not None:
         check_output_file(args.cache, option="--cache")
+    if args.pattern is None:
+        args.pattern = CAMERA_PATTERN if args.exclude_same_camera else IDENTITY_PATTERN
     compile_identity_pattern(args.pattern)  # a bad --pattern fails before any extraction
     gallery = gather_image_paths([args.gallery], role="--gallery")
     queries = gather_image_paths(args.query, role="--query")
     extractor = build_extractor(args)
-    results = search_gallery(extractor, queries, gallery, topk=args.topk, cache_path=args.cache, pattern=args.pattern)
+    results = search_gallery(extractor, queries, gallery, topk=args.topk, cache_path=args.cache, pattern=args.pattern,
+                             exclude_same_camera=args.exclude_same_camera)
 
     for number, ranked in enumerate(results, start=1):
         print(f"query {number}: {ranked.query_path}")

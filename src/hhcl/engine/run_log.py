@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ class EpochRecord:
         return cls(epoch=epoch, num_clusters=len(sizes), num_outliers=int((labels < 0).sum()), num_images=len(labels),
                    cluster_size_quantiles=quantiles(sizes), **values)
 
-    def summary_line(self, num_epochs: int) -> str:
+    def summary_line(self, num_epochs: int, elapsed: float | None = None, remaining: float | None = None) -> str:
         outlier_share = 100.0 * self.num_outliers / max(self.num_images, 1)
         parts = [f"epoch {self.epoch}/{num_epochs}", f"{self.num_clusters} clusters",
                  f"{self.num_outliers} outliers ({outlier_share:.1f}%)", f"loss {self.loss:.3f}",
@@ -60,10 +61,23 @@ class EpochRecord:
             parts.append(f"mAP {self.metrics['mAP']:.1f}% rank-1 {self.metrics['rank1']:.1f}%")
         timing = ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.seconds.items())
         parts.append(f"{sum(self.seconds.values()):.1f} s ({timing}; {self.train_images_per_second:.0f} img/s)")
+        if elapsed is not None:  # the whole run so far, and what the epochs left should take at this pace
+            left = f", about {describe_duration(remaining)} left" if remaining else ""
+            parts.append(f"run {describe_duration(elapsed)}{left}")
         return ": ".join(parts[:1]) + ": " + ", ".join(parts[1:])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def describe_duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``: a duration as a person reads it."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def guard_summary(guard: dict[str, Any]) -> str:
@@ -86,6 +100,9 @@ class RunLog:
         self.enabled = enabled and output_dir is not None
         self._file_handler: logging.Handler | None = None
         self._writer = None
+        # The whole-run clock of the epoch line: from the trainer's start, over the epochs this process ran.
+        self._started = time.perf_counter()
+        self._epochs_run = 0
         if not self.enabled:
             return
         ensure_writable_folder(output_dir)
@@ -107,7 +124,10 @@ class RunLog:
             self._writer.add_scalar(tag, value, step)
 
     def epoch(self, record: EpochRecord, num_epochs: int, iteration: int) -> None:
-        log.info(record.summary_line(num_epochs))
+        self._epochs_run += 1
+        elapsed = time.perf_counter() - self._started
+        remaining = elapsed / self._epochs_run * max(num_epochs - record.epoch, 0)
+        log.info(record.summary_line(num_epochs, elapsed=elapsed, remaining=remaining))
         if self._writer is None:
             return
         step = record.epoch

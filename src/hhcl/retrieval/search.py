@@ -21,6 +21,8 @@ logger = logging.getLogger("hhcl.retrieval")
 # Most re-ID benchmarks (Market-1501, DukeMTMC, MSMT17, PRID, CUHK03 exports) start a file name
 # with the identity and an underscore; -1 marks a distractor, which counts as unknown.
 IDENTITY_PATTERN = r"^(?P<pid>-?\d+)_"
+# ... and then the camera, as "c" and its number (Market-1501, DukeMTMC): what --exclude-same-camera reads by default.
+CAMERA_PATTERN = r"^(?P<pid>-?\d+)_c(?P<cam>\d+)"
 CACHE_FORMAT_VERSION = 1
 
 
@@ -38,7 +40,8 @@ class RankedList:
     gallery_pids: list[int | None] = field(default_factory=list)
 
 
-def rank_gallery(query_features, gallery_features, topk: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+def rank_gallery(query_features, gallery_features, topk: int, exclude=None,
+                 exclude_mask=None) -> tuple[np.ndarray, np.ndarray]:
     """The ``topk`` nearest gallery features of each query, by cosine distance.
 
     Args:
@@ -47,6 +50,8 @@ def rank_gallery(query_features, gallery_features, topk: int, exclude=None) -> t
         topk: how many to keep; at most G are returned.
         exclude: ``(Q,)`` the gallery index each query must not be matched with (the query's own
             file, when it lies in the gallery), or -1 for none; it is ranked last.
+        exclude_mask: ``(Q, G)`` bool, True where a query must not be matched with a gallery image
+            (e.g. one of the query's own camera); ranked last as well.
 
     Returns:
         ``indices`` int64 ``(Q, k)`` into the gallery, nearest first (ties keep gallery order),
@@ -64,6 +69,8 @@ def rank_gallery(query_features, gallery_features, topk: int, exclude=None) -> t
         for row, index in enumerate(exclude):
             if index >= 0:
                 distances[row, index] = np.inf
+    if exclude_mask is not None:
+        distances[np.asarray(exclude_mask, dtype=bool)] = np.inf
     indices = np.argsort(distances, axis=1, kind="stable")[:, :num_kept]
     return indices.astype(np.int64), np.take_along_axis(distances, indices, axis=1)
 
@@ -101,12 +108,30 @@ def compile_identity_pattern(pattern: str | re.Pattern | None) -> re.Pattern | N
     """Compile a file-name pattern with a named group ``pid``; None or ``""`` gives None (no identities)."""
     if pattern is None or pattern == "":
         return None
-    from hhcl.data.scan import compile_pattern
+    from hhcl.data.scan import compile_pattern, shown_pattern
 
     compiled = compile_pattern(pattern)
     if "pid" not in compiled.groupindex:
-        raise HHCLError(f"--pattern {compiled.pattern!r} has no named group 'pid', e.g. '^(?P<pid>\\d+)_'")
+        raise HHCLError(f"--pattern {shown_pattern(compiled)} has no named group 'pid', e.g. '^(?P<pid>\\d+)_'")
     return compiled
+
+
+def cameras_from_names(paths: Sequence[str | os.PathLike], pattern: str | re.Pattern) -> list[str | None]:
+    """The camera of each file as the ``cam`` group of ``pattern`` reads it from its name, or None where it does not.
+
+    A pattern without a ``cam`` group is an :class:`HHCLError`.
+    """
+    from hhcl.data.scan import compile_pattern, shown_pattern
+
+    compiled = compile_pattern(pattern)
+    if "cam" not in compiled.groupindex:
+        raise HHCLError(f"--exclude-same-camera reads cameras from file names, but --pattern {shown_pattern(compiled)} "
+                        f"has no (?P<cam>...) group; add one, e.g. {shown_pattern(CAMERA_PATTERN)}")
+    cameras = []
+    for path in paths:
+        match = compiled.search(os.path.basename(os.fspath(path)))
+        cameras.append(None if match is None else match.group("cam"))
+    return cameras
 
 
 def ranked_lists(
@@ -135,6 +160,33 @@ def ranked_lists(
                 gallery_pids=[gallery_pids[index] for index in order],
             )
         )
+    return results
+
+
+def split_ranked_lists(
+    query_features, gallery_features, query: Sequence[tuple], gallery: Sequence[tuple], num_queries: int,
+    topk: int = 10,
+) -> list[RankedList]:
+    """Ranked lists of ``num_queries`` queries of a labelled split, spread evenly over it, as evaluation ranks them.
+
+    ``query``/``gallery`` are ``(path, pid, camid)`` items with ``(Q, D)``/``(G, D)`` L2-normalised
+    features in the same order. Gallery images of the query's identity seen by the query's camera
+    are left out, as the evaluation protocol does.
+    """
+    query_features = np.asarray(query_features, dtype=np.float32)
+    gallery_features = np.asarray(gallery_features, dtype=np.float32)
+    chosen = np.linspace(0, len(query) - 1, num=min(num_queries, len(query))).round().astype(int)
+    gallery_pids = np.array([pid for _, pid, _ in gallery])
+    gallery_cams = np.array([cam for _, _, cam in gallery])
+    results = []
+    for index in dict.fromkeys(chosen.tolist()):
+        path, pid, cam = query[index]
+        distance = 1.0 - gallery_features @ query_features[index]
+        distance[(gallery_pids == pid) & (gallery_cams == cam)] = np.inf
+        order = [g for g in np.argsort(distance, kind="stable")[:topk] if np.isfinite(distance[g])]
+        results.append(RankedList(query_path=str(path), gallery_paths=[str(gallery[g][0]) for g in order],
+                                  distances=[float(distance[g]) for g in order], query_pid=int(pid),
+                                  gallery_pids=[int(gallery_pids[g]) for g in order]))
     return results
 
 
@@ -256,20 +308,35 @@ def search_gallery(
     topk: int = 10,
     cache_path: str | os.PathLike | None = None,
     pattern: str | re.Pattern | None = IDENTITY_PATTERN,
+    exclude_same_camera: bool = False,
 ) -> list[RankedList]:
     """Rank the gallery for each query image: one :class:`RankedList` per query, nearest first.
 
     A query that is itself a gallery file is not matched with itself. An unreadable query, or a
     gallery with no readable image, is an :class:`HHCLError` naming it. Identities, for colouring
     the matches, come from the file names through ``pattern`` (see :func:`identities_from_names`).
+    ``exclude_same_camera`` leaves out the gallery images of the query's camera, which ``pattern``'s
+    ``cam`` group reads from the names (a gallery image whose name gives none is kept).
     """
     if not gallery_paths:
         raise HHCLError("the gallery has no images")
+    if exclude_same_camera:
+        from hhcl.data.scan import shown_pattern
+
+        query_cameras = cameras_from_names(query_paths, pattern)  # a pattern without cam fails before extraction
+        for path, camera in zip(query_paths, query_cameras):
+            if camera is None:
+                raise HHCLError(f"--exclude-same-camera: the query {path} gives no camera by the pattern "
+                                f"{shown_pattern(pattern)}; rename it or pass a --pattern that reads its camera")
     query_features = extractor(list(query_paths)).numpy()
     kept_paths, features = gallery_features(extractor, gallery_paths, cache_path)
     if not kept_paths:
         raise HHCLError(f"none of the {len(gallery_paths)} gallery images can be read; see the warnings above")
     position = {os.path.realpath(path): index for index, path in enumerate(kept_paths)}
     own_file = [position.get(os.path.realpath(path), -1) for path in query_paths]
-    indices, distances = rank_gallery(query_features, features, topk, exclude=own_file)
+    exclude_mask = None
+    if exclude_same_camera:
+        gallery_cameras = np.array(cameras_from_names(kept_paths, pattern), dtype=object)
+        exclude_mask = np.stack([gallery_cameras == camera for camera in query_cameras])
+    indices, distances = rank_gallery(query_features, features, topk, exclude=own_file, exclude_mask=exclude_mask)
     return ranked_lists(query_paths, kept_paths, indices, distances, pattern)

@@ -108,34 +108,39 @@ def draw_ranked_lists(
     return _save_png(grid, output_path)
 
 
+# Colours of the curves that plot_cmc overlays, in order (the first is the single curve's).
+CURVE_COLORS = (QUERY_COLOR, (230, 120, 0), (0, 150, 110), (170, 50, 170), (120, 120, 120), (200, 30, 60))
+
+
 def plot_cmc(
-    cmc: Sequence[float] | np.ndarray,
+    cmc: Sequence[float] | np.ndarray | dict[str, Sequence[float] | np.ndarray],
     output_path: str | os.PathLike,
     label: str | None = None,
     size: tuple[int, int] = (640, 480),
 ) -> Path:
-    """Draw a CMC curve (matching rate against rank) as a PNG.
+    """Draw a CMC curve (matching rate against rank), or several overlaid with a legend, as a PNG.
 
     Args:
         cmc: ``(R,)`` matching rates at ranks 1..R, fractions in [0, 1] (as
-            :func:`hhcl.evaluation.evaluate_ranking` returns them).
+            :func:`hhcl.evaluation.evaluate_ranking` returns them); or ``{legend: (R_i,) rates}``
+            for several curves on one chart, e.g. a zero-shot model against the adapted one.
         output_path: the PNG to write; its folder is created.
-        label: a title for the curve, e.g. the model and dataset.
+        label: a title for the chart, e.g. the model file and dataset.
         size: ``(width, height)`` of the picture in pixels.
 
     Returns:
         The path of the PNG.
     """
-    rates = np.asarray(cmc, dtype=np.float64).reshape(-1)
-    if rates.size == 0:
-        raise ValueError("plot_cmc needs at least one rank")
-    if not np.all(np.isfinite(rates)) or rates.min() < 0 or rates.max() > 1 + 1e-6:
-        raise ValueError(f"cmc must hold fractions in [0, 1], got values in [{rates.min()}, {rates.max()}]")
+    curves = {name: _cmc_rates(rates) for name, rates in (cmc.items() if isinstance(cmc, dict) else [(None, cmc)])}
+    if not curves:
+        raise ValueError("plot_cmc needs at least one curve")
+    if len(curves) > len(CURVE_COLORS):
+        raise ValueError(f"plot_cmc overlays at most {len(CURVE_COLORS)} curves, got {len(curves)}")
 
     width, height = size
     left, right, top, bottom = 64, 24, 36, 48
     plot_width, plot_height = width - left - right, height - top - bottom
-    num_ranks = rates.size
+    num_ranks = max(rates.size for rates in curves.values())
     chart = Image.new("RGB", size, BACKGROUND_COLOR)
     draw = ImageDraw.Draw(chart)
     font = _label_font()
@@ -158,15 +163,33 @@ def plot_cmc(
     title = "CMC" if label is None else f"CMC: {label}"
     draw.text((left + plot_width / 2, top - 10), title, fill=TEXT_COLOR, font=font, anchor="mm")
 
-    points = [to_pixel(rank, rate) for rank, rate in enumerate(rates, start=1)]
-    if len(points) > 1:
-        draw.line(points, fill=QUERY_COLOR, width=2, joint="curve")
-    for rank in (1, 5, 10, 20):
-        if rank <= num_ranks:
-            x, y = points[rank - 1]
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=QUERY_COLOR)
-            draw.text((x + 5, y + 4), f"R{rank}: {100 * rates[rank - 1]:.1f}%", fill=TEXT_COLOR, font=font, anchor="la")
+    for number, (name, rates) in enumerate(curves.items()):
+        color = CURVE_COLORS[number]
+        points = [to_pixel(rank, rate) for rank, rate in enumerate(rates, start=1)]
+        if len(points) > 1:
+            draw.line(points, fill=color, width=2, joint="curve")
+        for rank in (1, 5, 10, 20):
+            if rank <= rates.size:
+                x, y = points[rank - 1]
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+                if len(curves) == 1:  # several curves: the legend gives rank-1, labels would overlap
+                    draw.text((x + 5, y + 4), f"R{rank}: {100 * rates[rank - 1]:.1f}%", fill=TEXT_COLOR, font=font,
+                              anchor="la")
+        if name is not None:
+            # the legend, bottom right, where CMC curves (rising to the top) leave room
+            y = top + plot_height - 8 - 16 * (len(curves) - number)
+            draw.line([(left + plot_width - 230, y + 6), (left + plot_width - 206, y + 6)], fill=color, width=3)
+            draw.text((left + plot_width - 200, y), f"{name}: rank-1 {100 * rates[0]:.1f}%", fill=TEXT_COLOR, font=font)
     return _save_png(chart, output_path)
+
+
+def _cmc_rates(cmc) -> np.ndarray:
+    rates = np.asarray(cmc, dtype=np.float64).reshape(-1)
+    if rates.size == 0:
+        raise ValueError("plot_cmc needs at least one rank")
+    if not np.all(np.isfinite(rates)) or rates.min() < 0 or rates.max() > 1 + 1e-6:
+        raise ValueError(f"cmc must hold fractions in [0, 1], got values in [{rates.min()}, {rates.max()}]")
+    return rates
 
 
 def write_html_page(

@@ -81,7 +81,7 @@ def describe_duration(seconds: float) -> str:
 
 
 def guard_summary(guard: dict[str, Any]) -> str:
-    """The guard's statistics in a few words: ``guard train (clustered 62%, cross-camera 80%, ...)``."""
+    """The guard's statistics in a few words: ``guard train (clustered N%, cross-camera N%, ...)``."""
     names = (("clustered_share", "clustered"), ("cross_camera_share", "cross-camera"),
              ("eps_stability", "eps-stable"), ("epoch_stability", "stable vs last epoch"), ("drift", "drift"))
     shown = [f"{label} {100 * guard[key]:.0f}%" for key, label in names if guard.get(key) is not None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -86,6 +87,80 @@ def test_dukemtmcreid(tmp_path, make_files):
     assert (len(dataset.train), len(dataset.query), len(dataset.gallery)) == (3, 1, 3)
     assert by_name(dataset.train)["0005_c8_f0000001.jpg"] == (1, 7)
     assert by_name(dataset.gallery)["0019_c2_f0000131.jpg"] == (19, 1)
+
+
+DUKE_READY_TRAIN = ["0_c2_f0046182.jpg", "0_c5_f0051781.jpg", "1_c8_f0000001.jpg", "701_c1_f0000002.jpg"]
+DUKE_TEST = ["0002_c1_f0044158.jpg", "0002_c7_f0082164.jpg", "0019_c2_f0000131.jpg"]
+DUKE_QUERY = ["0002_c2_f0044158.jpg", "0019_c6_f0000200.jpg"]
+
+
+@pytest.fixture
+def duke_ready_train_root(tmp_path, make_files):
+    """FlyingRoastDuck/Pytorch-DukeMTMC-Baseline's dataReader/ folder, as `git archive` extracts it."""
+    base = tmp_path / "dataReader"
+    make_files(base / "readyTrain", DUKE_READY_TRAIN)
+    make_files(base / "test", DUKE_TEST)
+    make_files(base / "query", DUKE_QUERY)
+    return tmp_path
+
+
+def test_dukemtmcreid_ready_train_layout(duke_ready_train_root, caplog):
+    caplog.set_level("INFO", logger="hhcl.data")
+    dataset = load_dataset("dukemtmcreid", duke_ready_train_root)
+    assert (len(dataset.train), len(dataset.query), len(dataset.gallery)) == (4, 2, 3)
+    # Training ids 0..701 as named (pid 0 is a person, not a distractor), relabelled in order; cameras 0-based.
+    assert by_name(dataset.train) == {"0_c2_f0046182.jpg": (0, 1), "0_c5_f0051781.jpg": (0, 4),
+                                      "1_c8_f0000001.jpg": (1, 7), "701_c1_f0000002.jpg": (2, 0)}
+    assert by_name(dataset.gallery) == {"0002_c1_f0044158.jpg": (2, 0), "0002_c7_f0082164.jpg": (2, 6),
+                                        "0019_c2_f0000131.jpg": (19, 1)}
+    assert by_name(dataset.query) == {"0002_c2_f0044158.jpg": (2, 1), "0019_c6_f0000200.jpg": (19, 5)}
+    assert dataset.name == "dukemtmcreid" and dataset.root == str(duke_ready_train_root / "dataReader")
+    # It says which layout it read: in the summary's title and in a log line.
+    assert dataset.layout.startswith("readyTrain")
+    assert str(dataset).splitlines()[0].endswith("readyTrain (readyTrain/, test/, query/) layout")
+    assert any("readyTrain (readyTrain/, test/, query/) layout in" in record.getMessage() for record in caplog.records)
+    # Found directly under dataReader/ too.
+    direct = load_dataset("dukemtmcreid", duke_ready_train_root / "dataReader")
+    assert direct.train == dataset.train and direct.gallery == dataset.gallery
+
+
+def test_dukemtmcreid_official_layout_says_so(tmp_path, make_files):
+    base = tmp_path / "DukeMTMC-reID"
+    make_files(base / "bounding_box_train", ["0001_c2_f0046182.jpg", "0005_c8_f0000001.jpg"])
+    make_files(base / "bounding_box_test", DUKE_TEST)
+    make_files(base / "query", DUKE_QUERY)
+    dataset = load_dataset("dukemtmcreid", tmp_path)
+    assert dataset.layout.startswith("official") and "bounding_box_train/" in str(dataset).splitlines()[0]
+    assert by_name(dataset.train) == {"0001_c2_f0046182.jpg": (0, 1), "0005_c8_f0000001.jpg": (1, 7)}
+
+
+def test_dukemtmcreid_without_split_folders_names_both_layouts(tmp_path, make_files):
+    make_files(tmp_path / "query", DUKE_QUERY)  # query/ alone tells neither layout
+    with pytest.raises(HHCLError) as error:
+        load_dataset("dukemtmcreid", tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and f"no dukemtmcreid split folders found in {tmp_path}" in message
+    assert "bounding_box_train/" in message and "readyTrain/, test/, query/" in message
+
+
+def test_dukemtmcreid_ready_train_layout_missing_gallery(tmp_path, make_files):
+    make_files(tmp_path / "readyTrain", DUKE_READY_TRAIN)
+    make_files(tmp_path / "query", DUKE_QUERY)
+    with pytest.raises(HHCLError, match=r"split folder .*test/ is missing; expected readyTrain/, test/, query/"):
+        load_dataset("dukemtmcreid", tmp_path)
+
+
+DUKE_DATA = Path(os.environ.get("HHCL_DUKE_ROOT", Path(__file__).resolve().parents[2].parent / "duke"))
+
+
+def test_dukemtmcreid_real_ready_train_tree():
+    """The real tree (the Duke issue's `git archive` of dataReader/), when this machine has it."""
+    if not DUKE_DATA.is_dir():
+        pytest.skip(f"DukeMTMC-reID not found at {DUKE_DATA} (set HHCL_DUKE_ROOT)")
+    dataset = load_dataset("dukemtmcreid", DUKE_DATA)
+    assert (len(dataset.train), len(dataset.gallery), len(dataset.query)) == (16522, 17661, 2228)
+    assert dataset.split_counts("train")["identities"] == 702 and dataset.split_counts("train")["cameras"] == 8
+    assert {pid for _, pid, _ in dataset.query} <= {pid for _, pid, _ in dataset.gallery}
 
 
 def msmt_name(pid: int, index: int, cam: int) -> str:

@@ -28,6 +28,8 @@ class ReIDDataset:
     # training camera -> the source (pooled root) it was read from: cameras of different sources
     # never see the same person. Empty: one source.
     camera_sources: dict[int, int] = field(default_factory=dict)
+    # which of a benchmark's known layouts was read, when it has several (dukemtmcreid); "" otherwise
+    layout: str = ""
 
     def train_sources(self) -> list[int]:
         """The source of each training image (0 for all when the dataset has one source)."""
@@ -63,6 +65,7 @@ class ReIDDataset:
             return "  " + "  ".join(cells)
 
         title = f"{self.name}" + (f" ({self.root})" if self.root else "")
+        title += f", {self.layout} layout" if self.layout else ""
         rule = "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))
         return "\n".join([title, format_row(header), rule, *(format_row(row) for row in rows)])
 

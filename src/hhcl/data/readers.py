@@ -9,6 +9,7 @@ training pids are relabelled ``0..N-1``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from hhcl.data.scan import (
     shown_pattern,
 )
 from hhcl.errors import HHCLError
+
+logger = logging.getLogger("hhcl.data")
 
 BOUNDING_BOX_PATTERN = r"^(?P<pid>-?\d+)_c(?P<cam>\d+)"
 
@@ -89,13 +92,20 @@ def read_split_layout(
         raise HHCLError(
             f"no {layout.dataset} split folders found in {root_path}; expected {layout.describe(root_path)}"
         )
+    return _read_splits(base, layout, root_path, layout.describe(root_path), check_images, strict)
+
+
+def _read_splits(
+    base: Path, layout: SplitLayout, root_path: Path, expected: str, check_images: bool, strict: bool
+) -> ReIDDataset:
+    """The three split folders of ``layout`` under ``base``; ``expected`` says what a complete root holds."""
     pattern = compile_pattern(layout.pattern)
     parsed: dict[str, list[ParsedName]] = {}
     for split, folder_name in layout.split_folders().items():
         folder = base / folder_name
         if not folder.is_dir():
             raise HHCLError(
-                f"{layout.dataset} split folder {folder}/ is missing; expected {layout.describe(root_path)}"
+                f"{layout.dataset} split folder {folder}/ is missing; expected {expected}"
             )
         files = list_image_files(folder, check_images=check_images, strict=strict)
         if not files:
@@ -143,6 +153,18 @@ DUKEMTMCREID = SplitLayout(
     containers=("", "DukeMTMC-reID", "dukemtmcreid", "dukemtmcreid/DukeMTMC-reID"),
     example="0001_c2_f0046182.jpg",
 )
+# The repackaging of FlyingRoastDuck/Pytorch-DukeMTMC-Baseline (its dataReader/ folder): the same
+# train/query/gallery split, with the training identities already relabelled 0-701 (files named
+# like 0_c2_f0046182.jpg, resized to 227x227) and the gallery in test/.
+DUKEMTMCREID_RELABELLED = SplitLayout(
+    "dukemtmcreid",
+    containers=("", "dataReader", "DukeMTMC-reID", "dukemtmcreid", "dukemtmcreid/dataReader"),
+    train="readyTrain",
+    gallery="test",
+    example="0_c2_f0046182.jpg",
+)
+# name -> layout, in the order they are looked for
+DUKEMTMCREID_LAYOUTS = {"official": DUKEMTMCREID, "readyTrain": DUKEMTMCREID_RELABELLED}
 PERSONX = SplitLayout(
     "personx",
     containers=("", "PersonX", "personx"),
@@ -173,9 +195,38 @@ def market1501(root, *, check_images: bool = False, strict: bool = False) -> ReI
     return read_split_layout(root, MARKET1501, check_images=check_images, strict=strict)
 
 
+def detect_layout(root: Path, layouts: dict[str, SplitLayout]) -> tuple[str, SplitLayout, Path] | None:
+    """``(name, layout, folder)`` of the first layout with a candidate folder under ``root`` that holds
+    its train or gallery folder (``query/`` alone tells no layout apart), or None."""
+    for name, layout in layouts.items():
+        for container in layout.containers:
+            base = root / container if container else root
+            if (base / layout.train).is_dir() or (base / layout.gallery).is_dir():
+                return name, layout, base
+    return None
+
+
 def dukemtmcreid(root, *, check_images: bool = False, strict: bool = False) -> ReIDDataset:
-    """DukeMTMC-reID: the Market layout under ``root`` or ``root/DukeMTMC-reID/``. 8 cameras."""
-    return read_split_layout(root, DUKEMTMCREID, check_images=check_images, strict=strict)
+    """DukeMTMC-reID, 8 cameras, in either layout (the dataset's ``layout`` says which was read):
+
+    - ``official``: the Market layout (``bounding_box_train/``, ``bounding_box_test/``, ``query/``)
+      under ``root`` or ``root/DukeMTMC-reID/``;
+    - ``readyTrain``: ``readyTrain/`` (training identities relabelled 0-701), ``test/`` (the
+      gallery), ``query/``, under ``root`` or ``root/dataReader/``.
+    """
+    root_text = Path(str(root or "DIR"))
+    expected = " or ".join(layout.describe(root_text) for layout in DUKEMTMCREID_LAYOUTS.values())
+    root_path = _require_root(root, "dukemtmcreid", expected)
+    expected = " or ".join(layout.describe(root_path) for layout in DUKEMTMCREID_LAYOUTS.values())
+    found = detect_layout(root_path, DUKEMTMCREID_LAYOUTS)
+    if found is None:
+        raise HHCLError(f"no dukemtmcreid split folders found in {root_path}; expected {expected}")
+    name, layout, base = found
+    expected = f"{layout.describe(root_path)} ({name} layout)"
+    dataset = _read_splits(base, layout, root_path, expected, check_images, strict)
+    dataset.layout = f"{name} ({layout.train}/, {layout.gallery}/, {layout.query}/)"
+    logger.info("dukemtmcreid: %s layout in %s", dataset.layout, base)
+    return dataset
 
 
 def personx(root, *, check_images: bool = False, strict: bool = False) -> ReIDDataset:

@@ -76,6 +76,13 @@ def test_bad_values_are_one_line_errors_naming_the_key():
         cfg.load_config(None, ["cluster.eps"])
 
 
+def test_cluster_knn_takes_the_knn_methods():
+    assert cfg.load_config("market1501_resnet50").cluster.knn == "auto"
+    assert cfg.load_config("market1501_resnet50", ["cluster.knn=faiss"]).cluster.knn == "faiss"
+    with pytest.raises(HHCLError, match=r"cluster.knn = 'flat' is invalid; it must be one of auto, matmul, faiss, "):
+        cfg.load_config("market1501_resnet50", ["cluster.knn=flat"])
+
+
 def test_yaml_file_with_a_base_chain(tmp_path):
     (tmp_path / "parent.yaml").write_text("_base_: " + str(cfg.PRESET_DIR / "market1501_resnet50.yaml")
                                           + "\ncluster:\n  k1: 20\n")

@@ -33,6 +33,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # what hhcl.models.inference runs
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # train.precision: hhcl.engine.runtime resolves auto to one of PRECISIONS
 EPS_SELECTIONS = ("images", "clusters")  # as hhcl.cluster.reliability ranks eps candidates
 OUTLIER_MODES = ("drop", "instances")
+KNN_METHODS = ("auto", "matmul", "faiss", "faiss-ivf", "faiss-hnsw")  # hhcl.cluster.knn's search methods
 
 
 @dataclass
@@ -103,6 +104,10 @@ class ClusterConfig:
     # pseudo-identity of its own ("instances", as SpCL does): a memory row and a place in the
     # batches (its K draws are augmented copies of the one image), its row updated like a cluster's.
     outliers: str = "drop"
+    # The pseudo-labels' kNN search (hhcl.cluster.knn): "auto" (faiss's exact search on the GPU when
+    # faiss has GPU support and the features are on CUDA, else the exact matmul search), "matmul",
+    # "faiss" (exact), or faiss's approximate "faiss-ivf" / "faiss-hnsw" for very large pools.
+    knn: str = "auto"
 
 
 @dataclass
@@ -231,6 +236,7 @@ class Config:
             ("cluster.reliability_threshold", 0 < self.cluster.reliability_threshold <= 1, "in (0, 1]"),
             ("model.init_mix", 0 <= self.model.init_mix < 1, "in [0, 1): the share of the starting weights kept"),
             ("cluster.outliers", self.cluster.outliers in OUTLIER_MODES, f"one of {', '.join(OUTLIER_MODES)}"),
+            ("cluster.knn", self.cluster.knn in KNN_METHODS, f"one of {', '.join(KNN_METHODS)}"),
             ("cluster.camera_prior_images", self.cluster.camera_prior_images >= 0, "a number >= 0"),
             ("cluster.min_compactness", 0 <= self.cluster.min_compactness < 1, "in [0, 1)"),
             ("guard.min_clustered_share", 0 <= self.guard.min_clustered_share <= 1, "in [0, 1]"),

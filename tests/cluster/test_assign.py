@@ -119,3 +119,30 @@ def test_one_pseudo_identity_is_held_back_even_without_the_guard():
                                       GuardConfig())
     assert assignment.num_clusters == 1
     assert assignment.decision == "hold" and "one pseudo-identity" in assignment.reasons[-1]
+
+
+def test_cluster_knn_reaches_the_pseudo_labels_and_the_log(caplog):
+    import pytest
+
+    from hhcl.cluster.knn import faiss_available
+
+    features, _ = people(30, 4, noise=0.1, seed=3)
+
+    def assign(method: str, **policies):
+        cluster = ClusterConfig(eps=0.6, k1=10, k2=3, knn=method, **policies)
+        return assign_pseudo_labels(features, np.arange(120) % 2, np.zeros(120), cluster, GuardConfig())
+
+    caplog.set_level(logging.INFO, logger="hhcl")
+    by_matmul = assign("matmul")
+    assert by_matmul.stats["knn"] == "matmul search (exact) on CPU"
+    assert "pseudo-label kNN: matmul search (exact) on CPU" in caplog.messages
+    assert assign("auto").stats["knn"].startswith("matmul search (exact) on CPU (knn auto; faiss ")
+    if not faiss_available():
+        pytest.skip("faiss is not installed: the faiss pass-through is not checked")
+    by_faiss = assign("faiss")
+    assert by_faiss.stats["knn"] == "faiss (IndexFlatIP, exact) on CPU"
+    np.testing.assert_array_equal(by_faiss.labels, by_matmul.labels)
+    # the reliability path (eps from the data) takes the method too
+    reliable = assign("faiss", reliability_margin=0.02)
+    assert reliable.stats["knn"] == "faiss (IndexFlatIP, exact) on CPU"
+    np.testing.assert_array_equal(reliable.labels, assign("matmul", reliability_margin=0.02).labels)

@@ -113,3 +113,51 @@ def test_bad_arguments_raise_a_clear_error():
         nearest_neighbours(features, 4)
     with pytest.raises(HHCLError, match="block_size"):
         nearest_neighbours(features, 2, block_size=0)
+
+
+def test_auto_is_the_matmul_search_on_cpu_and_says_so():
+    features = torch.nn.functional.normalize(torch.randn(20, 8), dim=1)
+    assert knn.resolve_method("auto", features) == "matmul" and knn.resolve_method("auto") == "matmul"
+    described = knn.describe_method("auto", features)
+    assert described.startswith("matmul search (exact) on CPU (knn auto; faiss ")
+    assert ("faiss installed" in described) == knn.faiss_available()
+    assert knn.describe_method("faiss", features) == "faiss (IndexFlatIP, exact) on CPU"
+    assert knn.describe_method("faiss-hnsw", features) == "faiss (IndexHNSWFlat, approximate) on CPU"
+    with pytest.raises(HHCLError, match="unknown kNN method 'flat'; choose one of auto, matmul, faiss"):
+        knn.resolve_method("flat", features)
+
+
+@pytest.mark.parametrize("gpu_faiss", [True, False])
+def test_auto_on_cuda_features_is_faiss_on_the_gpu_when_faiss_has_gpu_support(monkeypatch, gpu_faiss):
+    # No GPU needed: CUDA features and faiss's GPU support are what the choice reads.
+    monkeypatch.setattr(knn, "_on_cuda", lambda features: True)
+    monkeypatch.setattr(knn, "faiss_gpu_available", lambda: gpu_faiss)
+    monkeypatch.setattr(knn, "faiss_available", lambda: True)
+    features = torch.nn.functional.normalize(torch.randn(20, 8), dim=1)
+    assert knn.resolve_method("auto", features) == ("faiss" if gpu_faiss else "matmul")
+    expected = "faiss (IndexFlatIP, exact) on GPU" if gpu_faiss else "matmul search (exact) on CUDA"
+    assert knn.describe_method("auto", features).startswith(expected)
+    assert knn.resolve_method("matmul", features) == "matmul"  # a method named is the method run
+
+
+def test_faiss_asked_without_faiss_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(knn, "faiss_available", lambda: False)
+    features = torch.nn.functional.normalize(torch.randn(20, 8), dim=1)
+    with pytest.raises(HHCLError, match=r"needs faiss; pip install 'hhcl\[faiss\]' .*cluster.knn: matmul"):
+        nearest_neighbours(features, 5, method="faiss")
+
+
+@needs_faiss
+def test_faiss_flat_gives_the_matmul_lists_and_pseudo_labels(reference):
+    from hhcl.cluster import pseudo_labels
+
+    features, _ = reference.clustered_features(2000, 64, seed=5)
+    features = features.astype(np.float32)
+    by_matmul = nearest_neighbours(features, 30, method="matmul")
+    by_faiss = nearest_neighbours(features, 30, method="faiss")
+    np.testing.assert_array_equal(by_faiss.indices, by_matmul.indices)
+    labels_matmul, stats_matmul = pseudo_labels(features, eps=0.6, k1=30, k2=6, knn="matmul")
+    labels_faiss, stats_faiss = pseudo_labels(features, eps=0.6, k1=30, k2=6, knn="faiss")
+    assert stats_matmul["num_clusters"] > 10
+    np.testing.assert_array_equal(labels_faiss, labels_matmul)
+    assert stats_faiss["knn"].startswith("faiss (IndexFlatIP") and stats_matmul["knn"].startswith("matmul")

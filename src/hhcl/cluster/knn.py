@@ -9,14 +9,19 @@ Methods:
                   similarity matrix only (each tile serves its rows and its columns), keeping a
                   running top-k per row; on CUDA: chunks of rows against all, with torch top-k.
                   Never holds more than a (block, block) tile or a (block, N) chunk.
-    "faiss"       exact; faiss ``IndexFlatIP`` (CPU, float32).
-    "faiss-ivf"   approximate; ``IndexIVFFlat`` probing ``nprobe`` of its lists.
-    "faiss-hnsw"  approximate; ``IndexHNSWFlat``, for millions of images.
-    "auto"        "matmul": the symmetric tiling computes each similarity once, where faiss's
-                  exact flat search computes every one twice, so it is the cheaper exact method
-                  on CPU (compare ``python -m benchmarks.pseudo_labels --knn faiss``; figures in
+    "faiss"       exact; faiss ``IndexFlatIP`` (float32), on the GPU when the features are on
+                  CUDA and faiss has GPU support, else on CPU.
+    "faiss-ivf"   approximate; ``IndexIVFFlat`` probing ``nprobe`` of its lists (GPU as "faiss").
+    "faiss-hnsw"  approximate; ``IndexHNSWFlat`` (CPU), for millions of images.
+    "auto"        "faiss" for features on CUDA when faiss has GPU support; else "matmul". On CPU
+                  the symmetric tiling computes each similarity once, where faiss's exact flat
+                  search computes every one twice, so it is the cheaper exact method there
+                  (``python -m benchmarks.knn_backend`` measures both; figures in
                   docs/benchmarks.md). faiss stays available by name, and its approximate indexes
                   are the way to go beyond a few hundred thousand images.
+
+:func:`resolve_method` says which method "auto" becomes, :func:`describe_method` says it in words
+(for a run log). The exact methods give the same lists, so the same pseudo-labels.
 """
 
 from __future__ import annotations
@@ -29,9 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hhcl.config import KNN_METHODS
 from hhcl.errors import HHCLError
-
-KNN_METHODS = ("auto", "matmul", "faiss", "faiss-ivf", "faiss-hnsw")
 
 # How far a row's norm may be from 1 before we refuse the features (float16 rounding of a
 # 2048-d unit vector moves its norm by about 1e-3).
@@ -57,6 +61,53 @@ class Neighbours:
 def faiss_available() -> bool:
     # find_spec rather than import: importing faiss logs its CPU-feature probing at INFO
     return importlib.util.find_spec("faiss") is not None
+
+
+def _import_faiss():
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss
+
+
+def faiss_gpu_available() -> bool:
+    """Whether faiss is installed with GPU support and sees a GPU (imports faiss only when installed)."""
+    if not faiss_available():
+        return False
+    faiss = _import_faiss()
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _on_cuda(features) -> bool:
+    return isinstance(features, torch.Tensor) and features.device.type == "cuda"
+
+
+def resolve_method(method: str, features=None) -> str:
+    """The method that runs for ``method`` (one of KNN_METHODS) on ``features`` (or on CPU when None).
+
+    "auto" is "faiss" when the features are on CUDA and faiss has GPU support, else "matmul".
+    """
+    if method not in KNN_METHODS:
+        raise HHCLError(f"unknown kNN method {method!r}; choose one of {', '.join(KNN_METHODS)}")
+    if method != "auto":
+        return method
+    return "faiss" if _on_cuda(features) and faiss_gpu_available() else "matmul"
+
+
+def describe_method(method: str, features=None) -> str:
+    """One line for a run log: what ``method`` runs as on ``features``, and where."""
+    resolved = resolve_method(method, features)
+    if resolved == "matmul":
+        text = "matmul search (exact) on " + ("CUDA" if _on_cuda(features) else "CPU")
+    else:
+        index = {"faiss": "IndexFlatIP, exact", "faiss-ivf": "IndexIVFFlat, approximate",
+                 "faiss-hnsw": "IndexHNSWFlat, approximate"}[resolved]
+        on_gpu = resolved != "faiss-hnsw" and _on_cuda(features) and faiss_gpu_available()
+        text = f"faiss ({index}) on {'GPU' if on_gpu else 'CPU'}"
+    if method == "auto":
+        installed = "installed" if faiss_available() else "not installed"
+        text += f" (knn auto; faiss {installed}{', with GPU support' if faiss_gpu_available() else ''})"
+    return text
 
 
 def as_feature_tensor(features) -> torch.Tensor:
@@ -215,10 +266,10 @@ def _chunked_top_torch(x: torch.Tensor, keep: int, rows_per_chunk: int, progress
 
 
 def _faiss_top(x: torch.Tensor, keep: int, method: str, nprobe: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-`keep` by inner product with a faiss index (CPU, float32). Returns (N, keep) tensors."""
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    import faiss
-
+    """Top-`keep` by inner product with a faiss index (float32; on the GPU when x is on CUDA and
+    faiss has GPU support, except HNSW). Returns (N, keep) CPU tensors."""
+    faiss = _import_faiss()
+    on_gpu = method != "faiss-hnsw" and x.device.type == "cuda" and faiss_gpu_available()
     points = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
     n, dim = points.shape
     if method == "faiss":
@@ -233,6 +284,9 @@ def _faiss_top(x: torch.Tensor, keep: int, method: str, nprobe: int | None) -> t
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         index.hnsw.efSearch = max(64, 2 * keep)
+    if on_gpu:
+        device = x.device.index if x.device.index is not None else torch.cuda.current_device()
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), device, index)
     index.add(points)
     sims = np.empty((n, keep), dtype=np.float32)
     idx = np.empty((n, keep), dtype=np.int64)
@@ -289,10 +343,10 @@ def nearest_neighbours(
     n = x.shape[0]
     if not 1 <= k <= n:
         raise HHCLError(f"k={k} neighbours asked of {n} points; k must be between 1 and N")
-    if method == "auto":
-        method = "matmul"
+    method = resolve_method(method, x)
     if method.startswith("faiss") and not faiss_available():
-        raise HHCLError(f"kNN method {method!r} needs faiss; pip install 'hhcl[faiss]' or use method='matmul'")
+        raise HHCLError(f"kNN method {method!r} needs faiss; pip install 'hhcl[faiss]' or use method='matmul' "
+                        "(in a config: cluster.knn: matmul)")
     # One extra column shows whether the k-th similarity is tied with the next one.
     keep = min(k + 1, n)
     if block_size is not None and block_size < 1:

@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.cluster import DBSCAN
 
 from hhcl.cluster.jaccard import PhaseClock, close_pairs, neighbourhood_weights_of, self_overlaps, symmetric_graph
+from hhcl.cluster.knn import describe_method
 from hhcl.errors import HHCLError
 
 PHASES = ("knn", "reciprocal_sets", "weights", "query_expansion", "jaccard", "dbscan")
@@ -84,8 +85,8 @@ def pseudo_labels(
     k1, k2, knn, block_size, progress: see hhcl.cluster.jaccard_distance.
     Returns (labels, stats): labels (N,) int64, 0..C-1, -1 for outliers; stats has num_images,
     num_clusters, num_outliers, size_quantiles, k1, k2, eps, min_samples, num_close_pairs,
-    seconds (wall clock per phase of PHASES, plus total) and cpu_seconds (the same in process
-    CPU time, all threads). Finding no cluster is not an error: every label is -1 and
+    seconds (wall clock per phase of PHASES, plus total), cpu_seconds (the same in process
+    CPU time, all threads) and knn (the search that ran, in words). Finding no cluster is not an error: every label is -1 and
     num_clusters is 0.
     """
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 < eps < 1:
@@ -126,5 +127,6 @@ def pseudo_labels(
         "num_close_pairs": int(rows.shape[0]),
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
+        "knn": describe_method(knn, features),
     }
     return labels, stats

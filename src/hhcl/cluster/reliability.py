@@ -35,6 +35,7 @@ from scipy import sparse
 from sklearn.cluster import DBSCAN
 
 from hhcl.cluster.jaccard import jaccard_distance
+from hhcl.cluster.knn import describe_method
 from hhcl.cluster.pseudo_labels import cluster_statistics
 from hhcl.config import EPS_SELECTIONS
 from hhcl.errors import HHCLError
@@ -129,7 +130,7 @@ def _filtered(distances, eps: float, min_samples: int, margin: float, threshold:
 
 def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int = 30, k2: int = 6,
                            eps_quantile: float | None = None, eps_candidates=(), reliability_margin: float = 0.0,
-                           reliability_threshold: float = 0.5, eps_selection: str = "images"
+                           reliability_threshold: float = 0.5, eps_selection: str = "images", knn: str = "auto"
                            ) -> tuple[np.ndarray, dict]:
     """Pseudo-labels ``(N,)`` int64 (-1 outliers) with eps from the data and reliability filtering.
 
@@ -138,8 +139,9 @@ def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int =
     needs ``reliability_margin > 0``; ties go to the smaller eps), the ``eps_quantile`` rule, or
     ``eps`` as given. Returns ``(labels, stats)``: stats as :func:`hhcl.cluster.pseudo_labels`
     gives them (clusters, outliers, sizes) plus ``eps`` (as used), ``dbscan_clusters`` (before
-    filtering), ``unreliable_images``, ``eps_search`` (candidate -> reliable clusters or images)
-    and ``seconds``.
+    filtering), ``unreliable_images``, ``eps_search`` (candidate -> reliable clusters or images),
+    ``knn`` (the search that ran, in words; ``knn`` is one of KNN_METHODS, see
+    :mod:`hhcl.cluster.knn`) and ``seconds``.
     """
     start = time.perf_counter()
     if reliability_margin < 0 or reliability_margin >= 0.5:
@@ -152,7 +154,7 @@ def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int =
                         "(e.g. 0.02) too")
     if any(not 0 < value < 1 for value in candidates):
         raise HHCLError(f"eps_candidates={candidates} must lie in (0, 1): Jaccard distances lie in [0, 1]")
-    distances = jaccard_distance(features, k1=k1, k2=k2)
+    distances = jaccard_distance(features, k1=k1, k2=k2, knn=knn)
     search: dict[float, int] = {}
     if candidates:
         best = None
@@ -173,7 +175,7 @@ def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int =
     stats = {"num_images": int(len(filtered)), **cluster_statistics(filtered), "eps": float(eps),
              "min_samples": int(min_samples), "dbscan_clusters": int(labels.max(initial=-1)) + 1,
              "unreliable_images": int(((labels >= 0) & (filtered < 0)).sum()), "eps_search": search,
-             "seconds": {"total": time.perf_counter() - start}}
+             "knn": describe_method(knn, features), "seconds": {"total": time.perf_counter() - start}}
     return filtered, stats
 
 

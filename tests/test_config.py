@@ -36,6 +36,18 @@ def test_every_shipped_preset_loads():
         cfg.load_config(name)
 
 
+def test_duke_adaptation_preset_is_the_adapt_policy_at_dukes_scale():
+    duke, adapt = cfg.load_config("dukemtmcreid_osnet_x0_25"), cfg.load_config("adapt")
+    assert (duke.dataset.name, duke.model.arch, duke.model.init_weights) == ("dukemtmcreid", "osnet_x0_25", None)
+    assert (duke.cluster.eps, duke.cluster.k1, duke.cluster.knn) == (0.6, 30, "auto")
+    # No test-set evaluation between epochs (it costs about as much as an epoch), none used to select.
+    assert duke.evaluation.eval_every == 0 and not duke.evaluation.select_best
+    for key in ("model.freeze_bn", "model.init_mix", "cluster.camera_centering", "cluster.reliability_margin",
+                "cluster.min_compactness", "guard.enabled", "memory.mode", "optim.lr", "train.batch_size"):
+        assert duke.get(key) == adapt.get(key), key
+    assert adapt.dataset.name == "folder" and adapt.cluster.k1 == 20  # adapt.yaml does not bend towards Duke
+
+
 def test_base_defaults_match_the_dataclass_defaults():
     # base.yaml and the dataclasses must not drift apart: both describe the paper's setup
     base = yaml.safe_load((cfg.PRESET_DIR / "base.yaml").read_text())

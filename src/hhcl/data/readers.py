@@ -206,6 +206,10 @@ def detect_layout(root: Path, layouts: dict[str, SplitLayout]) -> tuple[str, Spl
     return None
 
 
+def _duke_layouts_text(root: Path) -> str:
+    return "; or ".join(f"{layout.describe(root)} (the {name} layout)" for name, layout in DUKEMTMCREID_LAYOUTS.items())
+
+
 def dukemtmcreid(root, *, check_images: bool = False, strict: bool = False) -> ReIDDataset:
     """DukeMTMC-reID, 8 cameras, in either layout (the dataset's ``layout`` says which was read):
 
@@ -214,10 +218,8 @@ def dukemtmcreid(root, *, check_images: bool = False, strict: bool = False) -> R
     - ``readyTrain``: ``readyTrain/`` (training identities relabelled 0-701), ``test/`` (the
       gallery), ``query/``, under ``root`` or ``root/dataReader/``.
     """
-    root_text = Path(str(root or "DIR"))
-    expected = " or ".join(layout.describe(root_text) for layout in DUKEMTMCREID_LAYOUTS.values())
-    root_path = _require_root(root, "dukemtmcreid", expected)
-    expected = " or ".join(layout.describe(root_path) for layout in DUKEMTMCREID_LAYOUTS.values())
+    root_path = _require_root(root, "dukemtmcreid", _duke_layouts_text(Path(str(root or "DIR"))))
+    expected = _duke_layouts_text(root_path)
     found = detect_layout(root_path, DUKEMTMCREID_LAYOUTS)
     if found is None:
         raise HHCLError(f"no dukemtmcreid split folders found in {root_path}; expected {expected}")

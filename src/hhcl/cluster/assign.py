@@ -15,7 +15,7 @@ The steps, each switched by a key of ``cluster``:
 3. loose clusters dissolved (``min_compactness``): a cluster whose members are much less alike
    than each is to its nearest neighbour is a chain of different people, not one;
 4. few-shot pairs (``pair_outliers``): two outliers that are each other's nearest neighbour in
-   another camera (in a folder of several cameras; else each other's nearest) become a
+   another camera (in a folder of several cameras; none in a single-camera folder) become a
    pseudo-identity of two, so that pools of two images a person still give positives, and
    positives that teach the cross-camera match rather than a camera's near-duplicates;
 5. no pseudo-identity across two sources (``separate_sources``; pooled folders share nobody);
@@ -117,9 +117,12 @@ CROSS_CAMERA_SEARCH = 50  # neighbours searched for the nearest one in another c
 
 
 def nearest_in_other_camera(features, cameras, sources) -> np.ndarray:
-    """``(N,)`` each image's nearest neighbour in another camera of its own source, where its source
-    has several cameras (-1 when none is among its nearest ``CROSS_CAMERA_SEARCH``); in a
-    single-camera source, its nearest other image."""
+    """``(N,)`` each image's nearest neighbour in another camera of its own source (-1 when none is among
+    its nearest ``CROSS_CAMERA_SEARCH``, and for every image of a single-camera source).
+
+    A pair is a positive that teaches the cross-camera match. Within one camera, an image's mutual
+    nearest neighbour is most often the next frame of its own track, or a look-alike in the same
+    background: nothing to learn, or the wrong thing. Such sources keep DBSCAN's clusters only."""
     from hhcl.cluster.knn import nearest_neighbours
 
     cameras = np.asarray(cameras, dtype=np.int64)
@@ -133,7 +136,7 @@ def nearest_in_other_camera(features, cameras, sources) -> np.ndarray:
     multi_camera = (np.bincount(distinct[:, 0], minlength=int(source_index.max()) + 1) >= 2)[source_index]
     rows = np.arange(n)[:, None]
     allowed = (ranked != rows) & (ranked >= 0)
-    allowed &= ~multi_camera[:, None] | ((sources[ranked] == sources[:, None]) & (cameras[ranked] != cameras[:, None]))
+    allowed &= multi_camera[:, None] & (sources[ranked] == sources[:, None]) & (cameras[ranked] != cameras[:, None])
     first = allowed.argmax(axis=1)
     found = allowed[np.arange(n), first]
     return np.where(found, ranked[np.arange(n), first], -1)

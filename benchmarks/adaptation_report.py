@@ -177,6 +177,14 @@ def seed_summary(runs: Sequence[dict[str, Any]], oracle_mean: float, names: Sequ
             f"change against zero-shot per set: {spread}.")
 
 
+def _same_training(config: dict, other: dict) -> bool:
+    """Whether two runs' oracles are the same training: every section but the pseudo-label ones is equal."""
+    return all(config.get(section) == other.get(section) for section in ("model", "memory", "optim", "train")
+               if section != "train") and all(
+        config.get("train", {}).get(key) == other.get("train", {}).get(key)
+        for key in set(config.get("train", {})) | set(other.get("train", {})) if key not in ("num_threads", "device"))
+
+
 def protocol_markers(protocol: str) -> tuple[str, str]:
     return f"<!-- adaptation-{protocol}:begin -->", f"<!-- adaptation-{protocol}:end -->"
 
@@ -198,7 +206,10 @@ def render_protocol_section(protocol: str, results: Sequence[dict[str, Any]], la
         return "\n".join(lines + [f"No run of the `{label}` preset is stored for this protocol yet.", end])
     first = runs[0]
     names = list(first["test_sets"])
-    oracle_run = next((run for run in runs if run.get("oracle")), None)
+    # the oracle trains on the true identities: a stored run's oracle stands for the others' when
+    # their supervised configs match (the pseudo-label settings do not enter it)
+    oracle_run = next((run for run in runs if run.get("oracle")), None) or next(
+        (run for run in results if run.get("oracle") and _same_training(run["config"], runs[0]["config"])), None)
     oracle = final_metrics(oracle_run["oracle"]) if oracle_run else None
     seeds = [run["config"].get("train", {}).get("seed", "?") for run in runs]
     lines += [f"Command: `{first['command']}` ({first['finished']}, {first['threads']} threads, load average "
@@ -209,7 +220,8 @@ def render_protocol_section(protocol: str, results: Sequence[dict[str, Any]], la
               + ", ".join(f"{name} {v['queries']} / {v['gallery']}" for name, v in first["test_sets"].items()) + ".",
               "", "mAP in percent after the last epoch; one column per training seed (`train.seed`).", "",
               "| test set | zero-shot | " + " | ".join(f"adapted, seed {seed}" for seed in seeds)
-              + " | worst change | oracle | harm |", "|---|---|" + "---|" * len(seeds) + "---|---|---|"]
+              + " | worst change | oracle" + ("" if oracle_run in runs or oracle_run is None
+                                               else f" (run `{oracle_run['label']}`)") + " | harm |", "|---|---|" + "---|" * len(seeds) + "---|---|---|"]
     harmed = []
     for name in names + ["mean"]:
         zero = first["zero_shot"][name]["mAP"]

@@ -34,7 +34,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hhcl.cluster.guard import guard_decision, guard_statistics, neighbourhood_drift, own_neighbours
+from hhcl.cluster.guard import (
+    guard_decision,
+    guard_statistics,
+    in_multi_camera_source,
+    neighbourhood_drift,
+    own_neighbours,
+)
 from hhcl.cluster.pseudo_labels import cluster_statistics, outliers_as_instances, split_clusters_by_group
 
 log = logging.getLogger("hhcl")
@@ -66,15 +72,23 @@ def identity_labels(pids) -> np.ndarray:
     return labels
 
 
-def nearest_other(features) -> tuple[np.ndarray, np.ndarray]:
-    """``(index, similarity)`` of each row's nearest other row, ``(N,)`` each (L2-normalised ``(N, D)`` features)."""
+def ranked_neighbours(features, k: int) -> np.ndarray:
+    """``(N, min(k, N))`` each row's neighbours ranked by similarity (itself among them), for the helpers below."""
     from hhcl.cluster.knn import nearest_neighbours
 
+    return nearest_neighbours(features, k=min(k, len(features))).indices
+
+
+def nearest_other(features, ranked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, similarity)`` of each row's nearest other row, ``(N,)`` each (L2-normalised ``(N, D)`` features);
+    ``ranked``: the rows' ranked neighbour lists when already computed (:func:`ranked_neighbours`)."""
     features = torch.as_tensor(features).float()
     n = features.shape[0]
     if n < 2:
         return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)
-    nearest = own_neighbours(nearest_neighbours(features, k=min(3, n)).indices, 1)[:, 0]
+    if ranked is None:
+        ranked = ranked_neighbours(features, 3)
+    nearest = own_neighbours(ranked, 1)[:, 0]
     similarity = (features * features[torch.from_numpy(nearest)]).sum(dim=1).numpy()
     return nearest, similarity
 
@@ -116,24 +130,22 @@ def dissolve_loose_clusters(labels, compactness, min_compactness: float) -> np.n
 CROSS_CAMERA_SEARCH = 50  # neighbours searched for the nearest one in another camera
 
 
-def nearest_in_other_camera(features, cameras, sources) -> np.ndarray:
+def nearest_in_other_camera(features, cameras, sources, ranked: np.ndarray | None = None) -> np.ndarray:
     """``(N,)`` each image's nearest neighbour in another camera of its own source (-1 when none is among
     its nearest ``CROSS_CAMERA_SEARCH``, and for every image of a single-camera source).
 
     A pair is a positive that teaches the cross-camera match. Within one camera, an image's mutual
     nearest neighbour is most often the next frame of its own track, or a look-alike in the same
-    background: nothing to learn, or the wrong thing. Such sources keep DBSCAN's clusters only."""
-    from hhcl.cluster.knn import nearest_neighbours
-
+    background: nothing to learn, or the wrong thing. Such sources keep DBSCAN's clusters only.
+    ``ranked``: the rows' ranked neighbour lists (:func:`ranked_neighbours`), searched as far as they go."""
     cameras = np.asarray(cameras, dtype=np.int64)
     sources = np.asarray(sources, dtype=np.int64)
     n = cameras.shape[0]
     if n < 2:
         return np.full(n, -1, dtype=np.int64)
-    ranked = nearest_neighbours(features, k=min(CROSS_CAMERA_SEARCH + 1, n)).indices
-    _, source_index = np.unique(sources, return_inverse=True)
-    distinct = np.unique(np.stack([source_index, cameras], axis=1), axis=0)
-    multi_camera = (np.bincount(distinct[:, 0], minlength=int(source_index.max()) + 1) >= 2)[source_index]
+    if ranked is None:
+        ranked = ranked_neighbours(features, CROSS_CAMERA_SEARCH + 1)
+    multi_camera = in_multi_camera_source(cameras, sources)
     rows = np.arange(n)[:, None]
     allowed = (ranked != rows) & (ranked >= 0)
     allowed &= multi_camera[:, None] & (sources[ranked] == sources[:, None]) & (cameras[ranked] != cameras[:, None])
@@ -230,8 +242,12 @@ def assign_pseudo_labels(features, cameras, sources, cluster, guard, *, previous
 
     labels, stats = _dbscan(clustered_on, cluster, progress)
     stats = {**stats, **extra}
+    # one neighbour search on the clustered features serves the loose-cluster test and the pairs
+    ranked = None
+    if cluster.pair_outliers or (cluster.min_compactness > 0 and (labels >= 0).any()):
+        ranked = ranked_neighbours(clustered_on, CROSS_CAMERA_SEARCH + 1 if cluster.pair_outliers else 3)
     if cluster.min_compactness > 0 and (labels >= 0).any():
-        _, nearest_similarity = nearest_other(clustered_on)
+        _, nearest_similarity = nearest_other(clustered_on, ranked)
         compactness = cluster_compactness(clustered_on, labels, nearest_similarity)
         loose = compactness < cluster.min_compactness
         stats["loose_clusters"] = int(loose.sum())
@@ -242,7 +258,8 @@ def assign_pseudo_labels(features, cameras, sources, cluster, guard, *, previous
                      "nearest neighbour (a chain of different people)", stats["loose_clusters"], stats["loose_images"])
     if cluster.pair_outliers:
         before = int(labels.max(initial=-1)) + 1
-        labels = mutual_neighbour_pairs(clustered_on, labels, nearest_in_other_camera(clustered_on, cameras, sources))
+        labels = mutual_neighbour_pairs(clustered_on, labels,
+                                        nearest_in_other_camera(clustered_on, cameras, sources, ranked))
         stats["mutual_pairs"] = int(labels.max(initial=-1)) + 1 - before
         log.info("%d pseudo-identities of two from mutual nearest neighbours among the outliers", stats["mutual_pairs"])
     if cluster.separate_sources and len(np.unique(sources)) > 1:
@@ -288,4 +305,4 @@ def assign_pseudo_labels(features, cameras, sources, cluster, guard, *, previous
 
 
 __all__ = ["Assignment", "assign_pseudo_labels", "cluster_compactness", "dissolve_loose_clusters", "identity_labels",
-           "mutual_neighbour_pairs", "nearest_in_other_camera", "nearest_other", "no_cluster_message"]
+           "mutual_neighbour_pairs", "nearest_in_other_camera", "nearest_other", "no_cluster_message", "ranked_neighbours"]

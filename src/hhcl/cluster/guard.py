@@ -43,20 +43,26 @@ def clustered_share(labels) -> float:
     return float((counts[clustered] >= 2).sum() / labels.size)
 
 
+def in_multi_camera_source(cameras, sources=None) -> np.ndarray:
+    """``(N,)`` whether each image's source (pooled folder; one source when None) has two or more cameras."""
+    cameras = np.asarray(cameras, dtype=np.int64)
+    sources = np.zeros_like(cameras) if sources is None else np.asarray(sources, dtype=np.int64)
+    if cameras.size == 0:
+        return np.zeros(0, dtype=bool)
+    _, source_index = np.unique(sources, return_inverse=True)
+    distinct = np.unique(np.stack([source_index, cameras], axis=1), axis=0)
+    return (np.bincount(distinct[:, 0], minlength=int(source_index.max()) + 1) >= 2)[source_index]
+
+
 def cross_camera_share(labels, cameras, sources=None) -> float | None:
     """Share of clustered images whose cluster spans two or more cameras, counted in the sources that have
     two or more cameras (a single-camera folder has nothing to span); None when no source has two."""
     labels = np.asarray(labels, dtype=np.int64)
     cameras = np.asarray(cameras, dtype=np.int64)
-    sources = np.zeros_like(cameras) if sources is None else np.asarray(sources, dtype=np.int64)
-    if cameras.size == 0:
-        return None
-    _, source_index = np.unique(sources, return_inverse=True)
-    distinct = np.unique(np.stack([source_index, cameras], axis=1), axis=0)
-    multi_camera = np.bincount(distinct[:, 0], minlength=int(source_index.max()) + 1) >= 2
+    multi_camera = in_multi_camera_source(cameras, sources)
     if not multi_camera.any():
         return None
-    clustered = np.flatnonzero((labels >= 0) & multi_camera[source_index])
+    clustered = np.flatnonzero((labels >= 0) & multi_camera)
     if clustered.size == 0:
         return 0.0
     cluster_camera = np.unique(np.stack([labels[clustered], cameras[clustered]], axis=1), axis=0)
@@ -132,5 +138,5 @@ def hold_message(reasons: list[str], trained_epochs: int) -> str:
     return f"pseudo-labels too weak on this pool ({'; '.join(reasons)}): {kept}"
 
 
-__all__ = ["clustered_share", "cross_camera_share", "guard_decision", "guard_statistics", "hold_message", "neighbourhood_drift",
+__all__ = ["clustered_share", "cross_camera_share", "in_multi_camera_source", "guard_decision", "guard_statistics", "hold_message", "neighbourhood_drift",
            "own_neighbours"]

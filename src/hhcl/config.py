@@ -163,7 +163,7 @@ class TrainConfig:
     precision: str = "auto"  # auto = AMP bf16 (fp16 without bf16) on CUDA, fp32 on CPU
     channels_last: bool = True  # on CUDA only
     deterministic: bool = True
-    num_threads: int = 0  # torch's CPU threads; 0 keeps torch's default (one per core)
+    num_threads: int = 0  # CPU threads; 0 = auto, one per core idle at the start (the run log says)
     extract_batch_size: int = 128
     log_every: int = 20
 
@@ -249,7 +249,7 @@ class Config:
             ("dataset.height", self.dataset.height >= 8, "at least 8"),
             ("dataset.width", self.dataset.width >= 8, "at least 8"),
             ("dataset.num_workers", self.dataset.num_workers >= 0, "0 or more"),
-            ("train.num_threads", self.train.num_threads >= 0, "0 (torch's default) or more"),
+            ("train.num_threads", self.train.num_threads >= 0, "0 (auto: one per idle core) or more"),
             ("evaluation.eval_every", self.evaluation.eval_every >= 0, "0 or more"),
         ]
         for key, ok, expected in checks:

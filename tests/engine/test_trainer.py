@@ -205,3 +205,26 @@ def test_derived_seeds_are_stable_and_distinct():
     seeds = {derived_seed(1, "sampler", epoch, rank) for epoch in range(5) for rank in range(2)}
     assert len(seeds) == 10
     assert all(0 <= seed < 2**31 for seed in seeds)
+
+
+def test_auto_threads_are_recorded_and_a_resumed_run_keeps_them(tmp_path, tiny_config, monkeypatch, caplog):
+    from hhcl.engine import runtime
+
+    previous = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    config = tiny_config("train.num_threads=0", "train.epochs=2")
+    run = tmp_path / "run"
+    try:
+        monkeypatch.setattr(runtime, "busy_cores", lambda: 1.0)  # another job holds a core: one thread
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(config, run, progress=False, hooks=[InterruptAt(iteration=3)]).fit()
+        assert "CPU threads: 1 (auto: 1.0 of 2 cores busy at the start)" in (run / "train.log").read_text()
+        assert load_checkpoint(run / "checkpoint.pth")["num_threads"] == 1
+
+        monkeypatch.setattr(runtime, "busy_cores", lambda: 0.0)  # idle at resume: auto alone would take two
+        resumed = Trainer(config, run, resume=True, progress=False)
+        assert resumed.num_threads == torch.get_num_threads() == 1
+        assert resumed.fit()["num_threads"] == 1
+    finally:
+        torch.set_num_threads(previous)

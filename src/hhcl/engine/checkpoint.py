@@ -118,6 +118,7 @@ def trainer_state(trainer) -> dict[str, Any]:
         "scaler": trainer.scaler.state_dict(),
         "memory": memory,
         "pseudo_labels": as_tensor(trainer.pseudo_labels),
+        "num_threads": trainer.num_threads,
         "initial_neighbours": as_tensor(trainer.initial_neighbours),
         "trained_epochs": trainer.trained_epochs,
         "stop_reason": trainer.stop_reason,
@@ -152,6 +153,12 @@ def restore_trainer_state(trainer, state: dict[str, Any]) -> None:
         trainer.initial_neighbours = state["initial_neighbours"].numpy()
     trainer.trained_epochs = int(state.get("trained_epochs", trainer.epoch))
     trainer.stop_reason = state.get("stop_reason")
+    recorded_threads = state.get("num_threads")
+    if recorded_threads and trainer.config.train.num_threads == 0 and recorded_threads != trainer.num_threads:
+        # auto chose from the load when the run started: the same count continues it bit-identically
+        torch.set_num_threads(recorded_threads)
+        trainer.num_threads = recorded_threads
+        log.info("CPU threads: %d, as when the run started (train.num_threads 0 = auto)", recorded_threads)
     rng_states = state["rng"]
     if len(rng_states) != trainer.context.world_size:
         log.warning("the checkpoint was written by %d processes and this run has %d: training continues, but "

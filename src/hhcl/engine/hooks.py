@@ -197,6 +197,7 @@ def run_summary(trainer: "Trainer") -> dict[str, Any]:
     return {
         "dataset": trainer.dataset.name, "arch": config.model.arch, "memory": config.memory.mode,
         "epochs": trainer.epoch, "iterations": trainer.iteration, "selected_epoch": selected_epoch,
+        "num_threads": trainer.num_threads,
         "selected_by_test_labels": bool(config.evaluation.select_best), "trained_epochs": trainer.trained_epochs,
         "guard": {"enabled": bool(config.guard.enabled), "stop_reason": trainer.stop_reason},
         "final": final, "history": trainer.history,

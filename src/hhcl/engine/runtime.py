@@ -1,9 +1,12 @@
-"""The runtime of a run, resolved once: device, precision, determinism and seeds."""
+"""The runtime of a run, resolved once: device, precision, CPU threads, determinism and seeds."""
 
 from __future__ import annotations
 
 import os
 import random
+import time
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,6 +58,55 @@ def configure_determinism(deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def busy_cores(sample_seconds: float = 0.3) -> float | None:
+    """How many cores other work keeps busy now, from two reads of ``/proc/stat``; None where it is absent.
+
+    A short sample rather than the load average: the load average lags a minute behind a job that
+    has just started or ended.
+    """
+    def read() -> tuple[int, int]:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    try:
+        total_before, idle_before = read()
+        own_before = time.process_time()
+        time.sleep(sample_seconds)
+        total_after, idle_after = read()
+        own = time.process_time() - own_before
+    except (OSError, ValueError, IndexError):
+        return None
+    ticks = total_after - total_before
+    if ticks <= 0:
+        return None
+    cores = ticks / ((os.sysconf("SC_CLK_TCK") or 100) * sample_seconds)
+    busy = cores * (1 - (idle_after - idle_before) / ticks) - own / sample_seconds
+    return max(0.0, busy)
+
+
+def choose_num_threads(requested: int) -> tuple[int, str]:
+    """The CPU threads a run computes with, and why.
+
+    ``requested`` > 0 is used as given. 0 (auto) takes one thread per core that is idle when the run
+    starts: torch's default of one thread per core is the fastest on an idle machine, but beside
+    another CPU-bound job its threads wait for each other at every step, and one thread is then
+    much faster (``python -m benchmarks.threads``). ``OMP_NUM_THREADS``, when set, wins, as in torch.
+    The result depends a little on the thread count (the order of the additions), so a run that must
+    be bit-identical on another day pins ``train.num_threads``.
+    """
+    if requested > 0:
+        return requested, "train.num_threads"
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads(), "OMP_NUM_THREADS"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = busy_cores()
+    if busy is None:
+        return cores, f"auto: one per core ({cores})"
+    threads = max(1, min(cores, round(cores - busy)))
+    return threads, f"auto: {busy:.1f} of {cores} cores busy at the start"
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's global generators."""
     random.seed(seed)
@@ -62,4 +114,4 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["configure_determinism", "derived_seed", "resolve_device", "resolve_precision", "seed_everything"]
+__all__ = ["busy_cores", "choose_num_threads", "configure_determinism", "derived_seed", "resolve_device", "resolve_precision", "seed_everything"]

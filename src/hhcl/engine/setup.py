@@ -18,7 +18,8 @@ from torch import nn
 from hhcl.config import Config
 from hhcl.engine import distributed
 from hhcl.engine.hooks import CHECKPOINT_FILE
-from hhcl.engine.runtime import configure_determinism, resolve_device, resolve_precision, seed_everything
+from hhcl.engine.runtime import (choose_num_threads, configure_determinism, resolve_device, resolve_precision,
+                                 seed_everything)
 from hhcl.errors import HHCLError
 from hhcl.models.inference import check_precision
 
@@ -34,6 +35,8 @@ class Runtime:
     precision: str
     progress: bool
     batch_size_per_rank: int
+    num_threads: int
+    threads_reason: str
 
 
 def start_runtime(config: Config, progress: bool) -> Runtime:
@@ -44,8 +47,8 @@ def start_runtime(config: Config, progress: bool) -> Runtime:
     precision = resolve_precision(config.train.precision, device)
     check_precision(precision, device)
     configure_determinism(config.train.deterministic)
-    if config.train.num_threads > 0:
-        torch.set_num_threads(config.train.num_threads)
+    num_threads, reason = choose_num_threads(config.train.num_threads)
+    torch.set_num_threads(num_threads)
     seed_everything(config.train.seed)
     if not context.is_main:
         log.setLevel(logging.WARNING)
@@ -53,7 +56,8 @@ def start_runtime(config: Config, progress: bool) -> Runtime:
     if context.world_size > 1 and train.batch_size % (context.world_size * train.num_instances):
         raise HHCLError(f"train.batch_size = {train.batch_size} must split into {context.world_size} "
                         f"ranks of whole groups of train.num_instances = {train.num_instances}")
-    return Runtime(context, device, precision, progress and context.is_main, train.batch_size // context.world_size)
+    return Runtime(context, device, precision, progress and context.is_main, train.batch_size // context.world_size,
+                   num_threads, reason)
 
 
 def checkpoint_to_resume(output_dir: Path | None, resume: bool | str | os.PathLike) -> Path | None:

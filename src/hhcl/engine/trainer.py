@@ -73,8 +73,11 @@ class Trainer:
         self.hooks = with_default_hooks(hooks, progress=runtime.progress)
         self.context, self.device, self.precision = runtime.context, runtime.device, runtime.precision
         self.progress, self.batch_size_per_rank = runtime.progress, runtime.batch_size_per_rank
+        self.num_threads = runtime.num_threads
         checkpoint_path = checkpoint_to_resume(self.output_dir, resume)
         self.run_log = RunLog(self.output_dir, enabled=self.context.is_main)
+        if self.device.type == "cpu":
+            log.info("CPU threads: %d (%s)", self.num_threads, runtime.threads_reason)
         try:
             self.dataset = load_training_dataset(config, self.context, dataset)
             self.model, self.train_model, self.channels_last = build_training_model(config, runtime)

@@ -51,11 +51,12 @@ DEFAULT_WEIGHTS = REPO_ROOT.parent / "shared" / "models" / "osnet_x0_25_msmt17.p
 
 
 def mean_metrics(per_set: dict[str, dict[str, float]]) -> dict[str, float]:
-    return {key: float(np.mean([metrics[key] for metrics in per_set.values()])) for key in ("mAP", "rank1")}
+    keys = [key for key in ("mAP", "rank1", "mINP") if all(key in metrics for metrics in per_set.values())]
+    return {key: float(np.mean([metrics[key] for metrics in per_set.values()])) for key in keys}
 
 
 def evaluate_test_sets(features, protocol: Protocol) -> dict[str, dict[str, float]]:
-    """mAP and rank-1 in percent per test set, plus ``mean``; ``features`` rows follow :func:`evaluation_items`."""
+    """mAP, rank-1 and mINP in percent per test set, plus ``mean``; ``features`` rows follow :func:`evaluation_items`."""
     from hhcl.evaluation.model import split_metrics
 
     results: dict[str, dict[str, float]] = {}
@@ -67,7 +68,7 @@ def evaluate_test_sets(features, protocol: Protocol) -> dict[str, dict[str, floa
         start += num_query + num_gallery
         metrics, _ = split_metrics(query_features, gallery_features, test_set.query, test_set.gallery,
                                    max_rank=1, cross_camera=test_set.cross_camera)
-        results[test_set.name] = {"mAP": metrics["mAP"], "rank1": metrics["rank1"]}
+        results[test_set.name] = {"mAP": metrics["mAP"], "rank1": metrics["rank1"], "mINP": metrics["mINP"]}
     results["mean"] = mean_metrics({name: value for name, value in results.items()})
     return results
 

@@ -262,6 +262,7 @@ def render_protocol_section(protocol: str, results: Sequence[dict[str, Any]], la
         lines.append(f"| {entry['epoch']} | {entry['clusters']} | {entry['outliers']} | {entry.get('mutual_pairs', '-')} | "
                      f"{entry.get('pair_precision', float('nan')):.3f} | {entry.get('pair_recall', float('nan')):.3f} | "
                      + (f"{metrics['mean']['mAP']:.1f}" if metrics else "-") + " |")
+    lines += phase_lines(first)
     variants = [run for run in results if run not in runs and final_metrics(run["adapted"])]
     if variants and protocol != "folders":  # the folders section lists its variants in a table of its own
         lines += ["", "Other runs on this protocol (one seed each; mAP after the last epoch, change against zero-shot):",
@@ -276,6 +277,28 @@ def render_protocol_section(protocol: str, results: Sequence[dict[str, Any]], la
         lines += ["", findings.strip()]
     lines.append(end)
     return "\n".join(lines)
+
+
+def phase_lines(run: dict[str, Any]) -> list[str]:
+    """Final mAP / rank-1 / mINP against zero-shot, and the wall time of each phase of ``run``'s adapted model."""
+    final, zero = final_metrics(run["adapted"]), run["zero_shot"]
+    lines = [""]
+    if final:
+        def figures(metrics):
+            return ", ".join(f"{key} {metrics[key]:.1f}" for key in ("mAP", "rank1", "mINP") if key in metrics)
+
+        lines += [f"Final (seed {run['config'].get('train', {}).get('seed', '?')}, mean over the test sets): "
+                  f"{figures(final['mean'])}; zero-shot {figures(zero['mean'])}.", ""]
+    lines += ["| epoch | extract s | cluster s | train s | epoch s | test evaluation s |", "|---|---|---|---|---|---|"]
+    for entry in run["adapted"]["epochs"]:
+        phases = entry["train_seconds"]
+        lines.append(f"| {entry['epoch']} | " + " | ".join(f"{phases.get(key, 0.0):.0f}" for key in
+                                                          ("extract", "cluster", "train"))
+                     + f" | {sum(phases.values()):.0f} | "
+                     + (f"{entry['measure_seconds']:.0f}" if entry.get("metrics") else "-") + " |")
+    lines += ["", f"Zero-shot extraction and evaluation (pool and test sets): {run['zero_shot_seconds']:.0f} s; "
+              f"the first epoch clusters the zero-shot pool features. Whole run: {run['seconds'] / 60:.1f} min."]
+    return lines
 
 
 def replace_section(document: str, section: str, begin: str = BEGIN_MARKER, end: str = END_MARKER) -> str:

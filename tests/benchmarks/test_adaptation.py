@@ -118,6 +118,7 @@ def test_evaluate_test_sets_on_perfect_features():
     assert results["pair"]["mAP"] == pytest.approx(100.0)
     assert results["other"]["rank1"] == pytest.approx(100.0)
     assert results["mean"]["mAP"] == pytest.approx(100.0)
+    assert results["pair"]["mINP"] == results["mean"]["mINP"] == pytest.approx(100.0)
 
 
 def test_gap_closed():

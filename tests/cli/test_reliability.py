@@ -4,10 +4,16 @@ Every case asserts: a non-zero exit status, no traceback, one error line naming 
 and no earlier file lost.
 """
 
+import builtins
+import errno
+import io
+import json
+import logging
 import os
 import pickle
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,7 +28,7 @@ from hhcl.errors import HHCLError
 
 TINY_SET = {"num_identities": 12, "images_per_identity": 6, "num_cameras": 3, "height": 32, "width": 16, "seed": 0,
             "camera_strength": 0.0}
-AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root ignores file permissions
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root ignores file permissions (see owner_permissions)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +142,23 @@ def unreadable_weights(tmp_path, tiny_root, finished_run):
              str(tmp_path / "f.npz")], str(weights), [])
 
 
+def small_folder_dataset(root: Path, tiny_root: Path) -> Path:
+    """Three images of each split of the tiny set, in the ``folder`` layout under ``root``."""
+    for split in ("train", "query", "gallery"):
+        (root / split).mkdir(parents=True)
+        for image in sorted((tiny_root / split).iterdir())[:3]:
+            (root / split / image.name).write_bytes(image.read_bytes())
+    return root
+
+
+def unreadable_image(tmp_path, tiny_root, finished_run):
+    root = small_folder_dataset(tmp_path / "crops", tiny_root)
+    image = sorted((root / "train").iterdir())[1]
+    image.chmod(0o000)
+    return (["datasets", "info", "folder", "--root", str(root), "--check-images", "--strict"],
+            f"cannot read image {image}: no read permission on the file", [])
+
+
 def symlink_loop_in_data(tmp_path, tiny_root, finished_run):
     folder = tmp_path / "crops" / "train"
     folder.mkdir(parents=True)
@@ -152,6 +175,24 @@ def symlink_cycle_in_images(tmp_path, tiny_root, finished_run):
     (folder / "b.jpg").symlink_to("a.jpg")
     return (["extract", "--weights", str(finished_run / "model.pth"), "--images", str(folder), "--output",
              str(tmp_path / "f.npz")], f"{folder}{os.sep}", [])  # a.jpg or b.jpg, whichever is listed first
+
+
+def symlink_loop_in_a_training_set(tmp_path, tiny_root, finished_run):
+    root = small_folder_dataset(tmp_path / "crops", tiny_root)
+    images = sorted((root / "train").iterdir())
+    (root / "train" / "loop.jpg").symlink_to("loop.jpg")
+    return (["train", "--dataset", "folder", "--root", str(root), "--output", str(tmp_path / "run"), "--no-progress"],
+            str(root / "train" / "loop.jpg"), images)
+
+
+def symlink_loop_in_a_search_gallery(tmp_path, tiny_root, finished_run):
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    query = next((tiny_root / "query").iterdir())
+    (gallery / query.name).write_bytes(query.read_bytes())
+    (gallery / "loop.jpg").symlink_to("loop.jpg")
+    return (["search", "--weights", str(finished_run / "model.pth"), "--query", str(query), "--gallery", str(gallery),
+             "--output", str(tmp_path / "ranked")], str(gallery / "loop.jpg"), [gallery / query.name])
 
 
 def resume_with_another_arch(tmp_path, tiny_root, finished_run):
@@ -171,6 +212,18 @@ def malicious_pickle(tmp_path, tiny_root, finished_run):
     torch.save({"model": RunsCode()}, weights)
     return (["extract", "--weights", str(weights), "--arch", "osnet_x0_25", "--images", str(tiny_root / "query"),
              "--output", str(tmp_path / "f.npz")], f"{weights} holds code", [weights])
+
+
+def resume_from_a_checkpoint_that_holds_code(tmp_path, tiny_root, finished_run):
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("echo should never run",))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": RunsCode(), "epoch": 1}, run / "checkpoint.pth")
+    return (train_arguments(tiny_root, run, "--epochs", "2", "--resume"), f"{run / 'checkpoint.pth'} holds code",
+            [run / "checkpoint.pth"])
 
 
 def raw_pickle(tmp_path, tiny_root, finished_run):
@@ -193,7 +246,7 @@ def device_tpu(tmp_path, tiny_root, finished_run):
 
 def num_instances_zero(tmp_path, tiny_root, finished_run):
     return (train_arguments(tiny_root, tmp_path / "run", "--num-instances", "0"),
-            "'train.num_instances=0': train.num_instances = 0 is invalid; it must be at least 1", [])
+            "override 'train.num_instances=0': train.num_instances = 0 is invalid; it must be at least 1", [])
 
 
 def batch_size_zero(tmp_path, tiny_root, finished_run):
@@ -205,25 +258,87 @@ CASES = [
     pytest.param(num_instances_zero, id="num-instances-0"),
     pytest.param(batch_size_zero, id="batch-size-0"),
     pytest.param(output_is_a_file, id="output-is-a-file"),
-    pytest.param(read_only_output, id="read-only-output",
-                 marks=pytest.mark.skipif(AS_ROOT, reason="root writes anywhere")),
-    pytest.param(unreadable_data_folder, id="unreadable-data-folder",
-                 marks=pytest.mark.skipif(AS_ROOT, reason="root reads anything")),
-    pytest.param(unreadable_weights, id="unreadable-weights",
-                 marks=pytest.mark.skipif(AS_ROOT, reason="root reads anything")),
+    pytest.param(read_only_output, id="read-only-output"),
+    pytest.param(unreadable_data_folder, id="unreadable-data-folder"),
+    pytest.param(unreadable_weights, id="unreadable-weights"),
+    pytest.param(unreadable_image, id="unreadable-image"),
     pytest.param(symlink_loop_in_data, id="symlink-loop-in-a-dataset"),
+    pytest.param(symlink_loop_in_a_training_set, id="symlink-loop-in-a-training-set"),
     pytest.param(symlink_cycle_in_images, id="symlink-cycle-in-images"),
+    pytest.param(symlink_loop_in_a_search_gallery, id="symlink-loop-in-a-search-gallery"),
     pytest.param(resume_with_another_arch, id="resume-with-another-arch"),
     pytest.param(malicious_pickle, id="weights-that-hold-code"),
+    pytest.param(resume_from_a_checkpoint_that_holds_code, id="resume-from-a-checkpoint-that-holds-code"),
     pytest.param(raw_pickle, id="a-raw-pickle"),
     pytest.param(export_height_zero, id="export-height-0"),
     pytest.param(device_tpu, id="device-tpu"),
 ]
 
 
+def owner_permissions(monkeypatch) -> None:
+    """Make the OS calls hhcl reads and writes files with check the owner's permission bits, as the
+    kernel does for an ordinary user and does not for root: the permission cases then run as root too."""
+
+    def refused(path, bits: int) -> bool:
+        if isinstance(path, int):  # a file descriptor: checked when it was opened
+            return False
+        path = Path(os.path.abspath(os.fsdecode(path)))
+        if any(parent.exists() and not parent.stat().st_mode & stat.S_IXUSR for parent in path.parents):
+            return True
+        return path.exists() and (path.stat().st_mode & bits) != bits
+
+    def check(path, bits: int, creating: bool = False) -> None:
+        target = os.path.dirname(os.path.abspath(path)) if creating else path
+        if refused(target, bits):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+
+    def check_open(path, writing: bool) -> None:
+        if not writing:
+            check(path, stat.S_IRUSR)
+        elif isinstance(path, int) or os.path.exists(path):
+            check(path, stat.S_IWUSR)
+        else:  # a new file: the folder must be writable
+            check(path, stat.S_IWUSR | stat.S_IXUSR, creating=True)
+
+    def access(path, mode, *args, **kwargs):
+        bits = ((stat.S_IRUSR if mode & os.R_OK else 0) | (stat.S_IWUSR if mode & os.W_OK else 0)
+                | (stat.S_IXUSR if mode & os.X_OK else 0))
+        return real["access"](path, mode, *args, **kwargs) and not refused(path, bits)
+
+    def listing(name):
+        def call(path=".", *args, **kwargs):
+            check(path, stat.S_IRUSR | stat.S_IXUSR)
+            return real[name](path, *args, **kwargs)
+        return call
+
+    def mkdir(path, *args, **kwargs):
+        check(path, stat.S_IWUSR | stat.S_IXUSR, creating=True)
+        return real["mkdir"](path, *args, **kwargs)
+
+    def open_file(file, mode="r", *args, **kwargs):
+        check_open(file, any(flag in mode for flag in "wax+"))
+        return real["open"](file, mode, *args, **kwargs)
+
+    def os_open(path, flags, *args, **kwargs):
+        check_open(path, bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
+        return real["os_open"](path, flags, *args, **kwargs)
+
+    real = {"access": os.access, "scandir": os.scandir, "listdir": os.listdir, "mkdir": os.mkdir,
+            "open": builtins.open, "os_open": os.open}
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "scandir", listing("scandir"))
+    monkeypatch.setattr(os, "listdir", listing("listdir"))
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(builtins, "open", open_file)
+    monkeypatch.setattr(io, "open", open_file)
+
+
 @pytest.mark.parametrize("make_case", CASES)
-def test_a_bad_input_is_one_line_that_names_it(make_case, tmp_path, tiny_root, finished_run, capsys):
+def test_a_bad_input_is_one_line_that_names_it(make_case, tmp_path, tiny_root, finished_run, capsys, monkeypatch):
     argv, named, kept = make_case(tmp_path, tiny_root, finished_run)
+    if AS_ROOT:
+        owner_permissions(monkeypatch)
     before = {path: path.read_bytes() for path in kept}
     try:
         status, stderr = run_cli(argv, capsys)
@@ -244,6 +359,18 @@ def test_evaluate_features_with_an_empty_query_set_is_one_line():
     with pytest.raises(HHCLError, match="the query set is empty") as error:
         evaluate_features(np.zeros((0, 4)), np.ones((3, 4)), [], [1, 2, 3], [], [0, 1, 0])
     assert "\n" not in str(error.value)
+
+
+def test_one_pseudo_identity_is_said_and_the_epoch_trains_nothing(tiny_root, tmp_path, capsys, caplog):
+    """Every image in one cluster: the loss would be 0. A warning-level line, exit 0, no update."""
+    output = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="hhcl"):
+        status, stderr = run_cli(train_arguments(tiny_root, output, "--epochs", "2", "--eps", "0.99"), capsys)
+    assert status == 0 and "Traceback" not in stderr, stderr
+    said = [record for record in caplog.records if "one pseudo-identity" in record.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING and "lower cluster.eps" in said[0].getMessage()
+    written = json.loads((output / "metrics.json").read_text())
+    assert written["trained_epochs"] == 0 and written["iterations"] == 0
 
 
 # -- a full disk ------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module of this package and defines
 ``add_arguments(parser)`` and ``run(args) -> int``. A user mistake raises
-:class:`hhcl.errors.HHCLError`; it is printed on one line and the exit status is 2.
+:class:`hhcl.errors.HHCLError`; it is printed on one line and the exit status is 2. A warning is one
+line too (:mod:`hhcl.cli.user_warnings`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import logging
 import sys
 
+from hhcl.cli.user_warnings import user_facing_warnings
 from hhcl.errors import HHCLError
 
 # command name -> (module, one-line help)
@@ -63,6 +65,11 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with user_facing_warnings():  # also the warnings of the imports that build the parser
+        return _parse_and_run(argv)
+
+
+def _parse_and_run(argv: list[str] | None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:

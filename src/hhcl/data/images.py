@@ -47,6 +47,9 @@ def read_image(path: str | os.PathLike) -> Image.Image:
             return _to_rgb(image)
     except FileNotFoundError:
         raise HHCLError(f"image {path} not found; rescan the dataset or restore the file") from None
+    except PermissionError as error:  # an OSError too, but the file may be fine: say what is missing
+        raise HHCLError(f"cannot read image {path}: no read permission on the file for this user "
+                        f"({error.strerror}); change its permissions (chmod u+r)") from None
     except _DECODE_ERRORS as error:
         raise HHCLError(
             f"image {path} cannot be decoded ({_short(error)}); delete or replace it"

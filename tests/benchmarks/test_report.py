@@ -148,3 +148,15 @@ def test_the_benchmark_tables_render_from_their_results():
     text = training.render_markdown(updates, {"arch": "resnet18", "height": 64, "width": 32, "batch": 32,
                                               "device": "cpu", "rates": {"fp32": 100.0, "bf16": 150.0}})
     assert "| hard | 1.00 | 2.10 | 2.1x |" in text and "bf16 / fp32: 1.50x." in text
+
+
+def test_export_parity_renders_one_row_per_model():
+    from benchmarks import export_parity
+
+    text = export_parity.render_markdown([
+        {"arch": "osnet_x0_25", "weights": "osnet.pth", "max_abs_diff": 1.6e-6, "tolerance": 1e-4, "feature_dim": 512,
+         "megabytes": 0.9, "seconds": 2.0},
+        {"arch": "resnet50", "weights": None, "max_abs_diff": 3.7e-8, "tolerance": 1e-4, "feature_dim": 2048,
+         "megabytes": 90.0, "seconds": 9.0}])
+    assert "| `osnet_x0_25` | `osnet.pth` | 512 | 0.9 | 1.60e-06 | 1e-04 | 2.0 |" in text
+    assert "| `resnet50` | random init, seed 0 | 2048 | 90.0 | 3.70e-08 | 1e-04 | 9.0 |" in text

@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(data, input_size="train")
     data.add_argument("--num-workers", type=int)
     model = parser.add_argument_group("model")
-    model.add_argument("--arch", help="backbone, e.g. resnet50, resnet50_ibn_a, osnet_x1_0")
+    model.add_argument("--arch", help="backbone, e.g. resnet50, resnet50_ibn_a, osnet_x1_0, or vit_small "
+                                      "(ViT-S/16 with timm's parameter names: timm and DeiT-S files load)")
     model.add_argument("--weights", metavar="FILE", help="backbone initialisation, e.g. ImageNet ResNet-50 weights")
     model.add_argument("--init-weights", metavar="FILE",
                        help="start from a whole re-ID model (any file load_weights accepts), e.g. for domain adaptation")

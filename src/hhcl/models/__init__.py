@@ -1,4 +1,4 @@
-"""Backbones (ResNet, IBN-ResNet, OSNet) with the re-ID head, weight loading and feature extraction."""
+"""Backbones (ResNet, IBN-ResNet, OSNet, ViT-S/16) with the re-ID head, weight loading and feature extraction."""
 
 from hhcl.models.extract import extract_features
 from hhcl.models.factory import build_model, list_archs

@@ -14,6 +14,7 @@ from hhcl.models.osnet import OSNET_CHANNELS, osnet
 from hhcl.models.pooling import build_pooling
 from hhcl.models.resnet import RESNET_LAYERS, resnet
 from hhcl.models.resnet_ibn import resnet50_ibn_a
+from hhcl.models.vit import VIT_CONFIGS, vit
 from hhcl.models.weights import load_weights
 
 
@@ -25,11 +26,16 @@ def _osnet_builder(name: str) -> Callable[[int], nn.Module]:
     return lambda last_stride: osnet(name)
 
 
-# arch name -> constructor(last_stride) of the backbone
-BACKBONES: dict[str, Callable[[int], nn.Module]] = {
+def _vit_builder(name: str) -> Callable[..., nn.Module]:
+    return lambda last_stride, patch_stride=16: vit(name, patch_stride=patch_stride)
+
+
+# arch name -> constructor(last_stride) of the backbone (the ViTs also take patch_stride)
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
     **{name: _resnet_builder(name) for name in RESNET_LAYERS},
     "resnet50_ibn_a": lambda last_stride: resnet50_ibn_a(last_stride=last_stride),
     **{name: _osnet_builder(name) for name in OSNET_CHANNELS},
+    **{name: _vit_builder(name) for name in VIT_CONFIGS},
 }
 
 
@@ -48,14 +54,17 @@ def check_arch(arch: str) -> None:
 
 
 def build_model(arch: str, pooling: str = "avg", num_features: int = 0, last_stride: int = 1, norm: bool = True,
-                weights: str | PathLike[str] | None = None, freeze_bn: bool = False) -> ReIDModel:
+                weights: str | PathLike[str] | None = None, freeze_bn: bool = False,
+                patch_stride: int = 16) -> ReIDModel:
     """Build the re-ID model ``arch`` with its head; load ``weights`` (a local file) when given.
 
     - ``pooling``: ``"avg"`` or ``"gem"``.
     - ``num_features``: size of a linear embedding after pooling; 0 keeps the backbone's feature
-      (2048 for ResNet-50/101/152 and IBN-ResNet-50, 512 for ResNet-18/34 and every OSNet).
+      (2048 for ResNet-50/101/152 and IBN-ResNet-50, 512 for ResNet-18/34 and every OSNet, 384 for
+      ViT-S/16, whose feature is its class token: it takes ``"avg"`` pooling only, which passes it through).
     - ``last_stride``: stride of the last ResNet stage (1 gives a 16x8 map for 256x128 input).
-      OSNet's last stage has no stride, so it only takes 1.
+      OSNet's last stage and a ViT have no stride, so they only take 1.
+    - ``patch_stride``: a ViT's patch stride; 12 overlaps its 16x16 patches as TransReID does.
     - ``norm``: L2-normalise the eval-mode output.
     - ``freeze_bn``: keep every BatchNorm in eval mode while training.
 
@@ -68,10 +77,30 @@ def build_model(arch: str, pooling: str = "avg", num_features: int = 0, last_str
         raise HHCLError(f"{arch} has no stride in its last stage: use last_stride=1 (got {last_stride})")
     if num_features < 0:
         raise HHCLError(f"num_features must be 0 (no embedding) or positive, got {num_features}")
+    backbone_options = _check_vit_options(arch, pooling, last_stride, patch_stride)
     build_options = {"arch": arch, "pooling": pooling, "num_features": num_features, "last_stride": last_stride,
-                     "norm": norm}
-    model = ReIDModel(BACKBONES[arch](last_stride), build_pooling(pooling), num_features=num_features, norm=norm,
-                      freeze_bn=freeze_bn, build_options=build_options)
+                     "norm": norm, **backbone_options}
+    model = ReIDModel(BACKBONES[arch](last_stride, **backbone_options), build_pooling(pooling),
+                      num_features=num_features, norm=norm, freeze_bn=freeze_bn, build_options=build_options)
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def _check_vit_options(arch: str, pooling: str, last_stride: int, patch_stride: int) -> dict[str, int]:
+    """The ViT-only build options of ``arch`` (``patch_stride``), after one-line checks of the options a ViT refuses."""
+    if arch not in VIT_CONFIGS:
+        if patch_stride != 16:
+            raise HHCLError(f"patch_stride is an option of the ViT archs ({', '.join(VIT_CONFIGS)}), not of {arch}: "
+                            f"leave it at 16 (got {patch_stride})")
+        return {}
+    patch_size = VIT_CONFIGS[arch]["patch_size"]
+    if isinstance(patch_stride, bool) or not isinstance(patch_stride, int) or not 1 <= patch_stride <= patch_size:
+        raise HHCLError(f"patch_stride of {arch} must be an integer in 1..{patch_size} (16: no overlap; 12: "
+                        f"TransReID's overlapping patches), got {patch_stride!r}")
+    if last_stride != 1:
+        raise HHCLError(f"{arch} has no strided stage: use last_stride=1 (got {last_stride})")
+    if pooling != "avg":
+        raise HHCLError(f"{arch}'s feature is its class token, which pooling {pooling!r} would change: use pooling "
+                        f"'avg', which passes it through")
+    return {"patch_stride": patch_stride}

@@ -3,8 +3,11 @@
 Accepted files: a plain state_dict; ``{"state_dict": ...}`` or ``{"model": ...}`` wrappers (hhcl's
 own checkpoints keep the model under ``"model"``); keys prefixed by ``module.`` (DataParallel /
 DistributedDataParallel) or ``_orig_mod.`` (``torch.compile``); backbone files of torchvision
-(ResNet), the IBN-Net release and torchreid (OSNet), whose ImageNet or identity heads
-(``fc.*`` of a ResNet, ``classifier.*``) are not part of a re-ID model and are skipped.
+(ResNet), the IBN-Net release, torchreid (OSNet) and timm or DeiT (ViT-S/16, also TransReID's
+starting points), whose ImageNet or identity heads (``fc.*`` of a ResNet, ``classifier.*``,
+``head.*`` of a ViT, and a distilled DeiT's ``dist_token`` and ``head_dist.*``) are not part of a
+re-ID model and are skipped. Tensors stored for another input size are adapted by a backbone that
+has an ``adapt_checkpoint`` method (a ViT interpolates ``pos_embed`` to its patch grid).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from hhcl.checksum import verified
 from hhcl.errors import HHCLError
 from hhcl.models.head import ReIDModel
 
-# Heads of classification checkpoints: skipped when the model has no module of that name.
-CLASSIFICATION_HEADS = ("classifier.", "fc.")
+# Heads of classification checkpoints (and a distilled DeiT's extra token and head): skipped when
+# the model has no module of that name.
+CLASSIFICATION_HEADS = ("classifier.", "fc.", "head.", "head_dist.", "dist_token")
 # Prefixes added by wrappers around a model when its state_dict was saved.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -43,6 +47,8 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     fresh_head: list[str] = field(default_factory=list)
+    #: Tensors that were made to fit the model, each as a note (``"pos_embed 14x14 -> 16x8"``).
+    adapted: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         def counted(label: str, names: list[str]) -> str:
@@ -54,6 +60,8 @@ class LoadReport:
         parts = [f"{len(self.loaded)} loaded", counted("skipped", self.skipped), counted("missing", self.missing),
                  counted("unexpected", self.unexpected)]
         line = f"weights {self.path} ({self.kind}): " + ", ".join(parts)
+        if self.adapted:
+            line += f" ({'; '.join(self.adapted)})"
         if self.fresh_head:
             line += "; " + self.head_note()
         return line
@@ -214,14 +222,35 @@ def _unwrap_model(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def _adapt_to_backbone(model: nn.Module, file_state: dict[str, torch.Tensor],
+                       prefix: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``file_state`` with the tensors the backbone's ``adapt_checkpoint`` replaces, and its notes.
+
+    ``prefix`` is what the file's keys lack before the model's (``"backbone."`` for a backbone file).
+    """
+    backbone = model.backbone if isinstance(model, ReIDModel) else model
+    adapt = getattr(backbone, "adapt_checkpoint", None)
+    if adapt is None:
+        return file_state, []
+    # The file's prefix for the backbone's own keys: none for a backbone file, "backbone." for an hhcl model.
+    inner = "backbone." if isinstance(model, ReIDModel) and prefix == "" else ""
+    relative = {key[len(inner):]: tensor for key, tensor in file_state.items() if key.startswith(inner)}
+    replaced, notes = adapt(relative)
+    if not replaced:
+        return file_state, notes
+    return {key: replaced.get(key[len(inner):], tensor) if key.startswith(inner) else tensor
+            for key, tensor in file_state.items()}, notes
+
+
 def load_weights(model: nn.Module, path: str | PathLike[str], verbose: bool = True) -> LoadReport:
     """Copy the tensors of the checkpoint at ``path`` into ``model``; print one summary line to stderr.
 
     With a :class:`ReIDModel`, a file whose keys start with ``backbone.`` is a whole hhcl model;
-    any other file is a backbone (torchvision, IBN-Net, torchreid) loaded into ``model.backbone``,
-    and the re-ID head keeps its fresh initialisation. Raises a one-line :class:`HHCLError` for a
-    file that is not a checkpoint, one whose tensors match nothing in the model, or a tensor whose
-    shape differs from the model's (naming the tensor and both shapes).
+    any other file is a backbone (torchvision, IBN-Net, torchreid, timm) loaded into ``model.backbone``,
+    and the re-ID head keeps its fresh initialisation. A ViT's ``pos_embed`` stored for another patch
+    grid is interpolated to the model's (noted in the report's ``adapted``). Raises a one-line
+    :class:`HHCLError` for a file that is not a checkpoint, one whose tensors match nothing in the
+    model, or a tensor whose shape differs from the model's (naming the tensor and both shapes).
     """
     path = Path(path)
     model = _unwrap_model(model)
@@ -234,6 +263,7 @@ def load_weights(model: nn.Module, path: str | PathLike[str], verbose: bool = Tr
     else:
         kind, prefix = ("hhcl model" if isinstance(model, ReIDModel) else "state_dict"), ""
     report = LoadReport(path=path, kind=kind)
+    file_state, report.adapted = _adapt_to_backbone(model, file_state, prefix)
 
     to_load: dict[str, torch.Tensor] = {}
     for file_key, tensor in file_state.items():

@@ -297,7 +297,9 @@ def phase_lines(run: dict[str, Any]) -> list[str]:
                      + f" | {sum(phases.values()):.0f} | "
                      + (f"{entry['measure_seconds']:.0f}" if entry.get("metrics") else "-") + " |")
     lines += ["", f"Zero-shot extraction and evaluation (pool and test sets): {run['zero_shot_seconds']:.0f} s; "
-              f"the first epoch clusters the zero-shot pool features. Whole run: {run['seconds'] / 60:.1f} min."]
+              "the first epoch clusters the zero-shot pool features. Adaptation and its evaluations: "
+              f"{run['adapted']['seconds'] / 60:.1f} min; with the zero-shot: "
+              f"{(run['adapted']['seconds'] + run['zero_shot_seconds']) / 60:.1f} min."]
     return lines
 
 

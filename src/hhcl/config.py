@@ -56,6 +56,7 @@ class ModelConfig:
     pooling: str = "avg"
     num_features: int = 0
     last_stride: int = 1
+    patch_stride: int = 16  # a ViT's patch stride; 12 overlaps its 16x16 patches (TransReID); ViTs only
     weights: str | None = None  # a local backbone file (e.g. torchvision's ImageNet ResNet-50)
     init_weights: str | None = None  # a whole re-ID checkpoint to start from (load_weights)
     # Keep every BatchNorm's running statistics (those of init_weights) while training: a small

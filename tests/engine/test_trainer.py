@@ -228,3 +228,15 @@ def test_auto_threads_are_recorded_and_a_resumed_run_keeps_them(tmp_path, tiny_c
         assert resumed.fit()["num_threads"] == 1
     finally:
         torch.set_num_threads(previous)
+
+
+def test_a_vit_with_overlapping_patches_trains_end_to_end_and_reloads(tmp_path, tiny_config):
+    from hhcl.retrieval.extractor import load_trained_model
+
+    config = tiny_config("model.arch=vit_small", "model.patch_stride=12", "train.epochs=1", "train.iters=1")
+    Trainer(config, tmp_path / "run", progress=False).fit()
+    model = load_trained_model(None, tmp_path / "run" / "model.pth")
+    assert model.build_options["patch_stride"] == 12
+    assert model.backbone.patch_embed.proj.stride == (12, 12)
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 16)).shape == (2, 384)

@@ -51,8 +51,7 @@ DEFAULT_WEIGHTS = REPO_ROOT.parent / "shared" / "models" / "osnet_x0_25_msmt17.p
 
 
 def mean_metrics(per_set: dict[str, dict[str, float]]) -> dict[str, float]:
-    keys = [key for key in ("mAP", "rank1", "mINP") if all(key in metrics for metrics in per_set.values())]
-    return {key: float(np.mean([metrics[key] for metrics in per_set.values()])) for key in keys}
+    return {key: float(np.mean([metrics[key] for metrics in per_set.values()])) for key in ("mAP", "rank1", "mINP")}
 
 
 def evaluate_test_sets(features, protocol: Protocol) -> dict[str, dict[str, float]]:

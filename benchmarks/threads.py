@@ -38,9 +38,8 @@ def measure(threads: int, steps: int, arch: str, batch: int, height: int, width:
     """Median images/s of ``steps`` training steps with ``threads`` torch threads (in this process)."""
     import torch
 
-    from hhcl.models import build_model
-
     from hhcl.engine.runtime import choose_num_threads
+    from hhcl.models import build_model
 
     torch.manual_seed(0)
     torch.set_num_threads(choose_num_threads(threads)[0])  # 0: hhcl's auto, as a training run starts

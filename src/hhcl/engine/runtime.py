@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import time
-
 from pathlib import Path
 
 import numpy as np
@@ -114,4 +113,5 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["busy_cores", "choose_num_threads", "configure_determinism", "derived_seed", "resolve_device", "resolve_precision", "seed_everything"]
+__all__ = ["busy_cores", "choose_num_threads", "configure_determinism", "derived_seed", "resolve_device",
+           "resolve_precision", "seed_everything"]

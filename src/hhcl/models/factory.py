@@ -73,11 +73,11 @@ def build_model(arch: str, pooling: str = "avg", num_features: int = 0, last_str
     check_arch(arch)
     if last_stride not in (1, 2):
         raise HHCLError(f"last_stride must be 1 or 2, got {last_stride}")
-    if arch.startswith("osnet") and last_stride != 1:
+    if (arch.startswith("osnet") or arch in VIT_CONFIGS) and last_stride != 1:
         raise HHCLError(f"{arch} has no stride in its last stage: use last_stride=1 (got {last_stride})")
     if num_features < 0:
         raise HHCLError(f"num_features must be 0 (no embedding) or positive, got {num_features}")
-    backbone_options = _check_vit_options(arch, pooling, last_stride, patch_stride)
+    backbone_options = _check_vit_options(arch, pooling, patch_stride)
     build_options = {"arch": arch, "pooling": pooling, "num_features": num_features, "last_stride": last_stride,
                      "norm": norm, **backbone_options}
     model = ReIDModel(BACKBONES[arch](last_stride, **backbone_options), build_pooling(pooling),
@@ -87,7 +87,7 @@ def build_model(arch: str, pooling: str = "avg", num_features: int = 0, last_str
     return model
 
 
-def _check_vit_options(arch: str, pooling: str, last_stride: int, patch_stride: int) -> dict[str, int]:
+def _check_vit_options(arch: str, pooling: str, patch_stride: int) -> dict[str, int]:
     """The ViT-only build options of ``arch`` (``patch_stride``), after one-line checks of the options a ViT refuses."""
     if arch not in VIT_CONFIGS:
         if patch_stride != 16:
@@ -98,8 +98,6 @@ def _check_vit_options(arch: str, pooling: str, last_stride: int, patch_stride: 
     if isinstance(patch_stride, bool) or not isinstance(patch_stride, int) or not 1 <= patch_stride <= patch_size:
         raise HHCLError(f"patch_stride of {arch} must be an integer in 1..{patch_size} (16: no overlap; 12: "
                         f"TransReID's overlapping patches), got {patch_stride!r}")
-    if last_stride != 1:
-        raise HHCLError(f"{arch} has no strided stage: use last_stride=1 (got {last_stride})")
     if pooling != "avg":
         raise HHCLError(f"{arch}'s feature is its class token, which pooling {pooling!r} would change: use pooling "
                         f"'avg', which passes it through")

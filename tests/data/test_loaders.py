@@ -56,6 +56,19 @@ def test_train_loader_batches_are_p_by_k(items):
             assert cams[0] not in cams[1:]
 
 
+def test_train_loader_yields_the_image_ids_given_in_place_of_positions(items):
+    labels = [item[1] for item in items]
+    image_ids = np.arange(12) * 7 + 100  # e.g. each item's row in a larger training set
+    plain = build_train_loader(items, labels, batch_size=6, num_instances=3, height=16, width=8, seed=0, iters=3)
+    mapped = build_train_loader(items, labels, batch_size=6, num_instances=3, height=16, width=8, seed=0, iters=3,
+                                image_ids=image_ids)
+    for (images, batch_labels, positions), (same_images, same_labels, ids) in zip(plain, mapped):
+        assert torch.equal(images, same_images) and torch.equal(batch_labels, same_labels)
+        assert ids.tolist() == image_ids[positions.numpy()].tolist()
+    with pytest.raises(ValueError, match="image_ids"):
+        build_train_loader(items, labels, batch_size=6, num_instances=3, image_ids=image_ids[:5])
+
+
 def test_train_loader_deterministic_and_continuing(items):
     labels = np.array([item[1] for item in items])
 

@@ -129,7 +129,8 @@ class PKBatches:
 
 class TrainLoader:
     """``iters`` batches per iteration, each ``(images uint8 (B, 3, H, W), labels int64 (B,),
-    indices int64 (B,))`` with P identities x K instances (fewer rows if a file was broken)."""
+    indices int64 (B,))`` with P identities x K instances (fewer rows if a file was broken);
+    ``indices`` are the items' positions, or their ``image_ids`` when given."""
 
     def __init__(
         self,
@@ -145,9 +146,11 @@ class TrainLoader:
         iters: int,
         strict: bool,
         keep_singletons: bool = False,
+        image_ids: np.ndarray | None = None,
     ) -> None:
         self.paths = list(paths)
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        self.image_ids = None if image_ids is None else torch.as_tensor(image_ids, dtype=torch.int64)
         self.strict = strict
         self.sampler = PKSampler(labels, cams, num_instances, seed, keep_singletons=keep_singletons)
         if len(self.sampler) == 0:
@@ -171,7 +174,7 @@ class TrainLoader:
         for images, indices, broken in self.loader:
             report_broken(broken, self.paths, self.strict)
             if indices.numel():
-                yield images, self.labels[indices], indices
+                yield images, self.labels[indices], indices if self.image_ids is None else self.image_ids[indices]
 
 
 def build_train_loader(
@@ -186,6 +189,7 @@ def build_train_loader(
     iters: int = 200,
     strict: bool = False,
     keep_singletons: bool = False,
+    image_ids: Sequence[int] | np.ndarray | None = None,
 ) -> TrainLoader:
     """Training loader over ``items`` with (pseudo-)``labels`` (N,), negative for outliers.
 
@@ -194,6 +198,8 @@ def build_train_loader(
     ``num_instances`` images, drawn by :class:`hhcl.data.sampler.PKSampler` with the cameras of
     ``items`` when they are ``(path, pid, camid)`` tuples. Deterministic by ``seed``.
     ``keep_singletons``: one-image identities take part (K augmented views of the image).
+    ``image_ids``: ``(N,)`` what ``indices`` gives for each item instead of its position (the
+    trainer passes each item's row in the whole training set).
     """
     if batch_size < 1 or iters < 1:
         raise HHCLError(f"batch_size and iters must be positive, got batch_size={batch_size} iters={iters}")
@@ -206,7 +212,9 @@ def build_train_loader(
     if label_array.shape != (len(items),):
         raise ValueError(f"labels has shape {label_array.shape}, expected ({len(items)},)")
     cams = np.array([item[2] for item in items], dtype=np.int64) if items and isinstance(items[0], tuple) else None
+    if image_ids is not None and np.shape(image_ids) != (len(items),):
+        raise ValueError(f"image_ids has shape {np.shape(image_ids)}, expected ({len(items)},)")
     return TrainLoader(
         item_paths(items), label_array, cams, batch_size, num_instances, height, width, num_workers, seed, iters, strict,
-        keep_singletons,
+        keep_singletons, image_ids,
     )

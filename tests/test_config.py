@@ -95,6 +95,22 @@ def test_cluster_knn_takes_the_knn_methods():
         cfg.load_config("market1501_resnet50", ["cluster.knn=flat"])
 
 
+def test_the_ensemble_and_camera_proxy_keys_are_off_by_default_and_checked():
+    config = cfg.load_config("market1501_resnet50")
+    assert (config.cluster.ensemble_eps, config.memory.camera_proxies) == ([], False)
+    config = cfg.load_config("market1501_resnet50",
+                             ["cluster.ensemble_eps=[0.5, 6.0e-1]", "memory.camera_proxies=true"])
+    assert (config.cluster.ensemble_eps, config.memory.camera_proxies) == ([0.5, 0.6], True)
+    for override, expected in [("cluster.ensemble_eps=[0.5, 1.5]", "a list of numbers in (0, 1)"),
+                               ("cluster.ensemble_eps=[0.5, 0.5]", "distinct"),
+                               ("cluster.ensemble_eps=0.5", "not a valid list"),
+                               ("memory.camera_proxies=maybe", "not a valid bool")]:
+        with pytest.raises(HHCLError) as error:
+            cfg.load_config("market1501_resnet50", [override])
+        message = str(error.value)
+        assert override.split("=")[0] in message and expected in message and "\n" not in message
+
+
 def test_yaml_file_with_a_base_chain(tmp_path):
     (tmp_path / "parent.yaml").write_text("_base_: " + str(cfg.PRESET_DIR / "market1501_resnet50.yaml")
                                           + "\ncluster:\n  k1: 20\n")

@@ -96,3 +96,61 @@ def test_gradient_reaches_the_features_only():
     assert features.grad is not None and torch.isfinite(features.grad).all()
     assert features.grad.abs().sum() > 0
     assert memory.grad is None
+
+
+# --- camera-aware proxies ----------------------------------------------------------------------
+
+# five proxies: identity 0 in cameras 0 and 1, identity 1 in cameras 0 and 2, identity 2 in camera 1 only
+PROXY_IDENTITIES = torch.tensor([0, 0, 1, 1, 2])
+PROXY_CAMERAS = torch.tensor([0, 1, 0, 2, 1])
+
+
+def _camera_loss_oracles(logits, targets):
+    """CAP's two terms, one sample and one positive at a time, from their definitions."""
+    intra, inter = [], []
+    for row, target in zip(logits.tolist(), targets.tolist()):
+        identity, camera = PROXY_IDENTITIES[target].item(), PROXY_CAMERAS[target].item()
+        same_camera = [p for p in range(5) if PROXY_CAMERAS[p] == camera]
+        intra.append(-row[target] + math.log(sum(math.exp(row[p]) for p in same_camera)))
+        positives = [p for p in range(5) if PROXY_IDENTITIES[p] == identity and PROXY_CAMERAS[p] != camera]
+        negatives = [p for p in range(5) if PROXY_IDENTITIES[p] != identity]
+        if positives:
+            inter.append(sum(-row[p] + math.log(math.exp(row[p]) + sum(math.exp(row[n]) for n in negatives))
+                             for p in positives) / len(positives))
+    return sum(intra) / len(intra), (sum(inter) / len(inter) if inter else 0.0)
+
+
+def test_camera_losses_equal_their_definitions():
+    logits = torch.randn(6, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 4
+    targets = torch.tensor([0, 1, 2, 3, 4, 0])  # proxy 3 is alone in camera 2; proxy 4's identity has one camera
+    intra, inter = _camera_loss_oracles(logits, targets)
+    assert losses.intra_camera_loss(logits, targets, PROXY_CAMERAS).item() == pytest.approx(intra)
+    assert losses.inter_camera_loss(logits, targets, PROXY_IDENTITIES, PROXY_CAMERAS).item() == pytest.approx(inter)
+
+
+def test_camera_losses_by_hand():
+    logits = torch.tensor([[2.0, 1.0, 0.0, 0.0, 0.0]])
+    targets = torch.tensor([0])
+    # intra: camera 0 holds proxies 0 and 2; inter: positive 1 against negatives 2, 3, 4
+    intra = losses.intra_camera_loss(logits, targets, PROXY_CAMERAS)
+    assert intra.item() == pytest.approx(math.log(1 + math.exp(-2.0)))
+    inter = losses.inter_camera_loss(logits, targets, PROXY_IDENTITIES, PROXY_CAMERAS)
+    assert inter.item() == pytest.approx(-1.0 + math.log(math.exp(1.0) + 3.0))
+
+
+def test_a_sample_without_a_positive_adds_no_inter_camera_term_and_gradients_stay_finite():
+    logits = torch.randn(2, 5, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
+    targets = torch.tensor([4, 3])  # identity 2 is seen by one camera; proxy 3 is alone in its camera
+    inter = losses.inter_camera_loss(logits[:1], targets[:1], PROXY_IDENTITIES, PROXY_CAMERAS)
+    assert inter.item() == 0.0
+    intra = losses.intra_camera_loss(logits[1:], targets[1:], PROXY_CAMERAS)
+    assert intra.item() == pytest.approx(0.0, abs=1e-6)
+    total = losses.intra_camera_loss(logits, targets, PROXY_CAMERAS) + losses.inter_camera_loss(
+        logits, targets, PROXY_IDENTITIES, PROXY_CAMERAS)
+    total.backward()
+    assert torch.isfinite(logits.grad).all()
+    # one identity only: no negative at all, still finite
+    lone = torch.zeros(1, 2, requires_grad=True)
+    loss = losses.inter_camera_loss(lone, torch.tensor([0]), torch.tensor([0, 0]), torch.tensor([0, 1]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(lone.grad).all()

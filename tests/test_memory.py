@@ -285,3 +285,107 @@ def test_build_memory_gives_each_mode_and_its_state(mode):
 def test_build_memory_rejects_an_unknown_mode():
     with pytest.raises(ValueError, match="hybrid_instance"):
         mem.build_memory("CMhybrid", 8, 5)
+
+
+# --- camera-aware proxies and the epoch memory --------------------------------------------------
+
+# identity 0 in cameras 0 (two images) and 1; identity 1 in camera 0 and in camera 2, which holds
+# one image; identity 2 in camera 1 only; image 6 an outlier
+PROXY_LABELS = torch.tensor([0, 0, 0, 1, 1, 2, -1])
+PROXY_IMAGE_CAMERAS = torch.tensor([0, 0, 1, 0, 2, 1, 0])
+
+
+def test_camera_proxy_index_has_one_proxy_per_identity_and_camera_present():
+    proxy_of_image, identities, cameras = mem.camera_proxy_index(PROXY_LABELS, PROXY_IMAGE_CAMERAS)
+    assert proxy_of_image.tolist() == [0, 0, 1, 2, 3, 4, -1]
+    assert identities.tolist() == [0, 0, 1, 1, 2]
+    assert cameras.tolist() == [0, 1, 0, 2, 1]
+
+
+def test_camera_proxy_memory_starts_at_the_camera_means_and_moves_like_a_centroid():
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0], [0.0, 3.0], [1.0, -1.0], [5.0, 5.0]])
+    proxy_of_image, identities, cameras = mem.camera_proxy_index(PROXY_LABELS, PROXY_IMAGE_CAMERAS)
+    memory = mem.CameraProxyMemory(2, identities, cameras, momentum=0.1)
+    memory.initialize(mem.cluster_centers(features, proxy_of_image, len(identities)))
+    assert memory.num_clusters == 5 and memory.centroid_memory.shape == (5, 2)
+    assert torch.allclose(memory.centroid_memory[0], unit(0.5, 0.5))  # identity 0's two images in camera 0
+    assert torch.allclose(memory.centroid_memory[3], unit(0.0, 1.0))  # camera 2's one image
+    centroid = mem.CentroidMemory(2, 5, momentum=0.1)
+    centroid.initialize(memory.centroid_memory.clone())
+    batch = torch.tensor([0, 1, 4])
+    memory.update(features[batch], proxy_of_image[batch])
+    centroid.update(features[batch], proxy_of_image[batch])
+    assert torch.equal(memory.centroid_memory, centroid.centroid_memory)
+
+
+def test_camera_proxy_loss_is_intra_plus_half_inter_and_its_gradient_flows():
+    from hhcl import losses
+
+    generator = torch.Generator().manual_seed(8)
+    proxy_of_image, identities, cameras = mem.camera_proxy_index(PROXY_LABELS, PROXY_IMAGE_CAMERAS)
+    memory = mem.CameraProxyMemory(16, identities, cameras, temperature=0.05)
+    memory.initialize(torch.randn(5, 16, generator=generator))
+    features = torch.randn(6, 16, generator=generator).requires_grad_(True)
+    targets = proxy_of_image[:6]  # the one-image camera and the one-camera identity among them
+    loss = memory(features, targets)
+    logits = losses.memory_logits(F.normalize(features, dim=1), memory.centroid_memory, 0.05)
+    expected = (losses.intra_camera_loss(logits, targets, cameras)
+                + 0.5 * losses.inter_camera_loss(logits, targets, identities, cameras))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item())
+    loss.backward()
+    assert torch.isfinite(features.grad).all() and features.grad.abs().sum() > 0
+
+
+def _epoch_memory(seed=9):
+    """A centroid memory of 3 clusters over 6 images, one granularity of 2 clusters, camera proxies."""
+    generator = torch.Generator().manual_seed(seed)
+    main = mem.CentroidMemory(8, 3)
+    main.initialize(torch.randn(3, 8, generator=generator))
+    coarse = mem.CentroidMemory(8, 2)
+    coarse.initialize(torch.randn(2, 8, generator=generator))
+    granularity_targets = torch.tensor([[0, 0, 1, 1, -1, 1]])  # image 4 does not nest
+    labels, cameras = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 0, 1, 0, 0])
+    proxy_targets, identities, proxy_cameras = mem.camera_proxy_index(labels, cameras)
+    proxies = mem.CameraProxyMemory(8, identities, proxy_cameras)
+    proxies.initialize(torch.randn(len(identities), 8, generator=generator))
+    memory = mem.EpochMemory(main, [coarse], granularity_targets, proxies, proxy_targets)
+    features = torch.randn(4, 8, generator=generator)
+    return memory, features, labels, granularity_targets[0], proxy_targets
+
+
+def test_epoch_memory_averages_the_granularities_with_the_main_term_and_adds_the_proxies():
+    memory, features, labels, coarse_targets, proxy_targets = _epoch_memory()
+    image_ids = torch.tensor([5, 4, 0, 2])  # image 4 takes no part in the coarse term
+    loss = memory(features, labels[image_ids], image_ids)
+    kept = torch.tensor([0, 2, 3])
+    expected = ((memory.main(features, labels[image_ids]) + memory.granularities[0](features[kept],
+                                                                                  coarse_targets[image_ids][kept])) / 2
+                + memory.camera_proxies(features, proxy_targets[image_ids]))
+    assert loss.item() == pytest.approx(expected.item())
+    assert (memory.mode, memory.num_clusters) == ("centroid", 3)
+    # the lookup tables are this epoch's labels, not state
+    assert set(memory.state_dict()) == {"main.centroid_memory", "granularities.0.centroid_memory",
+                                        "camera_proxies.centroid_memory", "camera_proxies.proxy_identities",
+                                        "camera_proxies.proxy_cameras"}
+
+
+def test_epoch_memory_leaves_out_a_granularity_without_a_row_in_the_batch():
+    memory, features, labels, _, _ = _epoch_memory()
+    memory.camera_proxies = None
+    image_ids = torch.tensor([4, 4, 4, 4])
+    assert memory(features, labels[image_ids], image_ids).item() == pytest.approx(
+        memory.main(features, labels[image_ids]).item())
+
+
+def test_epoch_memory_updates_each_memory_with_its_own_rows():
+    memory, features, labels, coarse_targets, proxy_targets = _epoch_memory()
+    before = {name: value.clone() for name, value in memory.state_dict().items()}
+    image_ids = torch.tensor([4, 4, 0, 1])  # the coarse rows touched come from images 0 and 1 only: row 0
+    memory.update(features, labels[image_ids], image_ids)
+    coarse = mem.CentroidMemory(8, 2)
+    coarse.initialize(before["granularities.0.centroid_memory"])
+    coarse.update(features[2:], coarse_targets[image_ids][2:])
+    assert torch.allclose(memory.granularities[0].centroid_memory, coarse.centroid_memory, atol=1e-6)
+    assert torch.equal(memory.granularities[0].centroid_memory[1], before["granularities.0.centroid_memory"][1])
+    moved = ~torch.isclose(memory.camera_proxies.centroid_memory, before["camera_proxies.centroid_memory"]).all(1)
+    assert moved.tolist() == [i in proxy_targets[image_ids].tolist() for i in range(len(moved))]

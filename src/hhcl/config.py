@@ -109,6 +109,12 @@ class ClusterConfig:
     # faiss has GPU support and the features are on CUDA, else the exact matmul search), "matmul",
     # "faiss" (exact), or faiss's approximate "faiss-ivf" / "faiss-hnsw" for very large pools.
     knn: str = "auto"
+    # A multi-granularity clustering ensemble (hhcl.cluster.ensemble, after MGCE-HCL), e.g. [0.5, 0.6, 0.7]:
+    # the same features are also clustered at each of these eps (one Jaccard graph for all), and each
+    # granularity adds a memory and a loss term of its own, averaged with the main one. Only the images
+    # whose labels nest from the finest clustering to the coarsest take part in those terms. The
+    # pseudo-labels at eps still drive the sampler, the guard and the main memory. Empty: off.
+    ensemble_eps: list = field(default_factory=list)
 
 
 @dataclass
@@ -138,6 +144,11 @@ class MemoryConfig:
     momentum: float = 0.1
     hard_weight: float = 0.5
     loss_form: str = "paper"
+    # Camera-aware proxies (CAP, Wang et al. AAAI 2021; hhcl.memory.CameraProxyMemory): one row per
+    # (pseudo-identity, camera), and a loss added to the memory's: an intra-camera term (each image
+    # against the proxies of its own camera) plus half an inter-camera term (towards its identity's
+    # proxies in the other cameras, against every proxy of another identity).
+    camera_proxies: bool = False
 
 
 @dataclass
@@ -229,6 +240,11 @@ class Config:
                                            for v in self.cluster.eps_candidates), "a list of numbers in (0, 1)"),
             ("cluster.eps_candidates", not self.cluster.eps_candidates or self.cluster.reliability_margin > 0,
              "empty unless cluster.reliability_margin > 0: candidates are ranked by the images that stay reliable"),
+            ("cluster.ensemble_eps", all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
+                                         for v in self.cluster.ensemble_eps), "a list of numbers in (0, 1)"),
+            ("cluster.ensemble_eps", all(value not in self.cluster.ensemble_eps[:i]
+                                         for i, value in enumerate(self.cluster.ensemble_eps)),
+             "a list of distinct eps (one granularity each)"),
             ("cluster.eps_selection", self.cluster.eps_selection in EPS_SELECTIONS,
              f"one of {', '.join(EPS_SELECTIONS)}"),
             ("cluster.eps_quantile", self.cluster.eps_quantile is None or 0 < self.cluster.eps_quantile < 1,

@@ -115,3 +115,60 @@ def hybrid_instance_loss(
     if form == "official":
         return hard_weight * centroid + (1.0 - hard_weight) * instance
     raise ValueError(f"unknown loss form {form!r}; expected one of {LOSS_FORMS}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Camera-aware proxies (CAP: Wang, Lai, Huang et al., AAAI 2021): one memory row per
+# (pseudo-identity, camera), ``P`` rows in all. A masked-out logit is set to the dtype's lowest
+# finite value rather than -inf, so that a row with nothing left still has a finite gradient.
+# ---------------------------------------------------------------------------------------------
+
+
+def intra_camera_loss(logits: torch.Tensor, targets: torch.Tensor, proxy_cameras: torch.Tensor) -> torch.Tensor:
+    """CAP's intra-camera term: each sample against the proxies of its own camera only.
+
+    The positive is the sample's own proxy (its identity in its camera), the negatives are the
+    other identities' proxies in that camera: what tells people apart under one camera's look.
+    A camera holding a single proxy gives its samples a loss of 0.
+
+    Args:
+        logits: ``(B, P)`` logits against the proxies.
+        targets: ``(B,)`` int64 the proxy of each sample.
+        proxy_cameras: ``(P,)`` int64 the camera of each proxy.
+
+    Returns:
+        The scalar batch mean.
+    """
+    own_camera = proxy_cameras.unsqueeze(0) == proxy_cameras[targets].unsqueeze(1)
+    return F.cross_entropy(logits.masked_fill(~own_camera, torch.finfo(logits.dtype).min), targets)
+
+
+def inter_camera_loss(logits: torch.Tensor, targets: torch.Tensor, proxy_identities: torch.Tensor,
+                      proxy_cameras: torch.Tensor) -> torch.Tensor:
+    """CAP's inter-camera term: a sample pulled towards its identity's proxies in the other cameras.
+
+    For each positive proxy ``k`` (the sample's identity, another camera) the term is
+    ``-log(exp(s_k) / (exp(s_k) + sum_j exp(s_j)))`` over the negatives ``j``, every proxy of
+    another identity in any camera; it is averaged over the sample's positives, then over the
+    samples that have one. A sample whose identity holds images in one camera only has no
+    positive and adds nothing. CAP sums over its 50 hardest negatives only; here the negatives
+    are all of them, the same denominator as the cluster memories' softmax over every row.
+
+    Args:
+        logits: ``(B, P)`` logits against the proxies.
+        targets: ``(B,)`` int64 the proxy of each sample.
+        proxy_identities: ``(P,)`` int64 the pseudo-identity of each proxy.
+        proxy_cameras: ``(P,)`` int64 the camera of each proxy.
+
+    Returns:
+        The scalar mean over the samples with a positive; 0 (still part of the graph) when none has one.
+    """
+    same_identity = proxy_identities.unsqueeze(0) == proxy_identities[targets].unsqueeze(1)
+    positive = same_identity & (proxy_cameras.unsqueeze(0) != proxy_cameras[targets].unsqueeze(1))
+    lowest = torch.finfo(logits.dtype).min
+    negatives = torch.logsumexp(logits.masked_fill(same_identity, lowest), dim=1, keepdim=True)
+    per_positive = torch.logaddexp(logits, negatives) - logits
+    positives = positive.sum(dim=1)
+    per_sample = torch.where(positive, per_positive, 0.0).sum(dim=1) / positives.clamp(min=1)
+    has_positive = positives > 0
+    return torch.where(has_positive, per_sample, 0.0).sum() / has_positive.sum().clamp(min=1)

@@ -15,6 +15,17 @@ Modes (the names of the authors' code in brackets):
 - ``hybrid_instance`` (``CMhybrid_v2``): a centroid memory plus K instance slots per cluster,
   overwritten by the batch's instances of that cluster.
 
+Per-image terms on top of the mode's memory, gathered in :class:`EpochMemory` (both off by default):
+
+- the clustering ensemble (``cluster.ensemble_eps``): one memory of the same mode per granularity;
+- camera-aware proxies (``memory.camera_proxies``): :class:`CameraProxyMemory`, one row per
+  (pseudo-identity, camera).
+
+Their targets are not the batch's pseudo-labels but each image's row in their own memory: every
+memory is called as ``memory(features, targets, image_ids)`` and ``memory.update(features,
+targets, image_ids)``, where ``image_ids`` are the batch's rows in the training set; a cluster
+memory ignores them, an :class:`EpochMemory` looks its terms' targets up with them.
+
 Notation: ``B`` batch size, ``C`` clusters, ``K`` instance slots, ``D`` feature dimension.
 
 Why the centroid update uses the batch mean: the authors' ``CM`` applies
@@ -145,6 +156,28 @@ def batch_hardest_instances(
     return clusters, features[first]
 
 
+def camera_proxy_index(labels, cameras) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The camera proxies of a labelling: one per (pseudo-identity, camera) that holds an image.
+
+    Args:
+        labels: ``(N,)`` int64 pseudo-identities, ``-1`` for outliers.
+        cameras: ``(N,)`` int64 camera of each image.
+
+    Returns:
+        ``proxy_of_image (N,)`` int64, each image's proxy (``-1`` for an outlier), then the
+        ``(P,)`` int64 ``proxy_identities`` and ``proxy_cameras``, the proxies ordered by
+        (identity, camera).
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    cameras = torch.as_tensor(cameras, dtype=torch.int64, device=labels.device)
+    clustered = labels >= 0
+    pairs, proxy = torch.unique(torch.stack([labels[clustered], cameras[clustered]], dim=1), dim=0,
+                                return_inverse=True)
+    proxy_of_image = torch.full_like(labels, -1)
+    proxy_of_image[clustered] = proxy.reshape(-1)
+    return proxy_of_image, pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
+
+
 def batch_instance_slots(targets: torch.Tensor) -> torch.Tensor:
     """The rank of each sample among the samples of its cluster, in batch order.
 
@@ -167,10 +200,11 @@ def batch_instance_slots(targets: torch.Tensor) -> torch.Tensor:
 class ClusterMemory(nn.Module):
     """The state shared by every mode. Subclasses define the buffers, ``forward`` and ``update``.
 
-    ``forward(features, targets)`` takes the model's ``(B, D)`` training output (normalised
-    here) and the ``(B,)`` int64 cluster indices, and returns the scalar loss.
-    ``update(features, targets)`` takes the same detached features, gathered from every rank
-    under DDP, after the optimizer step.
+    ``forward(features, targets, image_ids=None)`` takes the model's ``(B, D)`` training output
+    (normalised here) and the ``(B,)`` int64 cluster indices, and returns the scalar loss.
+    ``update(features, targets, image_ids=None)`` takes the same detached features, gathered from
+    every rank under DDP, after the optimizer step. ``image_ids``, the batch's ``(B,)`` rows in the
+    training set, are for :class:`EpochMemory`'s per-image terms; a cluster memory ignores them.
     """
 
     mode = ""
@@ -197,11 +231,12 @@ class ClusterMemory(nn.Module):
         """
         raise NotImplementedError
 
-    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, targets: torch.Tensor, image_ids: torch.Tensor | None = None
+                ) -> torch.Tensor:
         raise NotImplementedError
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+    def update(self, features: torch.Tensor, targets: torch.Tensor, image_ids: torch.Tensor | None = None) -> None:
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -226,12 +261,12 @@ class CentroidMemory(ClusterMemory):
     def initialize(self, centers, features=None, labels=None, generator=None):
         self.centroid_memory.copy_(F.normalize(centers.float(), dim=1))
 
-    def forward(self, features, targets):
+    def forward(self, features, targets, image_ids=None):
         logits = losses.memory_logits(_normalized(features), self.centroid_memory, self.temperature)
         return losses.cluster_contrast_loss(logits, targets)
 
     @torch.no_grad()
-    def update(self, features, targets):
+    def update(self, features, targets, image_ids=None):
         clusters, means = batch_cluster_means(_normalized(features), targets)
         self.centroid_memory[clusters] = momentum_update(self.centroid_memory[clusters], means, self.momentum)
 
@@ -248,12 +283,12 @@ class HardMemory(ClusterMemory):
     def initialize(self, centers, features=None, labels=None, generator=None):
         self.hard_memory.copy_(F.normalize(centers.float(), dim=1))
 
-    def forward(self, features, targets):
+    def forward(self, features, targets, image_ids=None):
         logits = losses.memory_logits(_normalized(features), self.hard_memory, self.temperature)
         return losses.cluster_contrast_loss(logits, targets)
 
     @torch.no_grad()
-    def update(self, features, targets):
+    def update(self, features, targets, image_ids=None):
         clusters, hardest = batch_hardest_instances(_normalized(features), targets, self.hard_memory)
         self.hard_memory[clusters] = momentum_update(self.hard_memory[clusters], hardest, self.momentum)
 
@@ -280,14 +315,14 @@ class HybridMemory(ClusterMemory):
         self.hard_memory.copy_(rows)
         self.centroid_memory.copy_(rows)
 
-    def forward(self, features, targets):
+    def forward(self, features, targets, image_ids=None):
         features = _normalized(features)
         hard_logits = losses.memory_logits(features, self.hard_memory, self.temperature)
         centroid_logits = losses.memory_logits(features, self.centroid_memory, self.temperature)
         return losses.hybrid_loss(hard_logits, centroid_logits, targets, self.hard_weight, self.loss_form)
 
     @torch.no_grad()
-    def update(self, features, targets):
+    def update(self, features, targets, image_ids=None):
         features = _normalized(features)
         clusters, hardest = batch_hardest_instances(features, targets, self.hard_memory)
         self.hard_memory[clusters] = momentum_update(self.hard_memory[clusters], hardest, self.momentum)
@@ -330,7 +365,7 @@ class HybridInstanceMemory(ClusterMemory):
             members = sample_cluster_members(features, labels, self.num_clusters, self.num_instances, generator)
             self.instance_memory.copy_(members.to(self.instance_memory.device))
 
-    def forward(self, features, targets):
+    def forward(self, features, targets, image_ids=None):
         features = _normalized(features)
         instance_logits = losses.memory_logits(features, self.instance_memory, self.temperature)
         centroid_logits = losses.memory_logits(features, self.centroid_memory, self.temperature)
@@ -338,7 +373,7 @@ class HybridInstanceMemory(ClusterMemory):
                                            self.loss_form)
 
     @torch.no_grad()
-    def update(self, features, targets):
+    def update(self, features, targets, image_ids=None):
         features = _normalized(features)
         slots = batch_instance_slots(targets)
         stored = slots < self.num_instances
@@ -349,6 +384,109 @@ class HybridInstanceMemory(ClusterMemory):
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", hard_weight={self.hard_weight}, loss_form={self.loss_form}, "
                 f"num_instances={self.num_instances}")
+
+
+INTER_CAMERA_WEIGHT = 0.5  # CAP's lambda: L = L_intra + 0.5 * L_inter
+
+
+class CameraProxyMemory(CentroidMemory):
+    """``memory.camera_proxies`` (CAP): a centroid per (pseudo-identity, camera) instead of per identity.
+
+    ``centroid_memory (P, D)`` holds one row per proxy of :func:`camera_proxy_index`, with
+    ``proxy_identities (P,)`` and ``proxy_cameras (P,)``; the targets are proxy indices. Rows start
+    at the mean of the identity's images in that camera and move towards the batch mean of those
+    images, exactly as the centroid memory's rows do (the update is inherited). The loss is
+    :func:`hhcl.losses.intra_camera_loss` plus ``INTER_CAMERA_WEIGHT`` times
+    :func:`hhcl.losses.inter_camera_loss`: one identity's images from two cameras are pulled
+    together through its proxies, where a single centroid would let the camera dominate.
+    """
+
+    mode = "camera_proxies"
+
+    def __init__(self, num_features: int, proxy_identities: torch.Tensor, proxy_cameras: torch.Tensor,
+                 temperature: float = 0.05, momentum: float = 0.1):
+        super().__init__(num_features, len(proxy_identities), temperature, momentum)
+        self.register_buffer("proxy_identities", torch.as_tensor(proxy_identities, dtype=torch.int64).clone())
+        self.register_buffer("proxy_cameras", torch.as_tensor(proxy_cameras, dtype=torch.int64).clone())
+
+    def forward(self, features, targets, image_ids=None):
+        logits = losses.memory_logits(_normalized(features), self.centroid_memory, self.temperature)
+        intra = losses.intra_camera_loss(logits, targets, self.proxy_cameras)
+        inter = losses.inter_camera_loss(logits, targets, self.proxy_identities, self.proxy_cameras)
+        return intra + INTER_CAMERA_WEIGHT * inter
+
+
+class EpochMemory(nn.Module):
+    """The epoch's memory with the terms whose targets are looked up per image.
+
+    Args:
+        main: the memory of the pseudo-labels (the mode's), called with the batch's targets.
+        granularities: the clustering ensemble's memories, one per granularity, with
+            ``granularity_targets (G, N)`` int64: each training image's row in each (-1: it takes
+            no part in that term: an outlier there, or an image whose labels do not nest).
+        camera_proxies: a :class:`CameraProxyMemory`, with ``proxy_targets (N,)`` each image's proxy.
+
+    The loss is the mean of the main term and of each granularity's term over the batch's images
+    that have a row there (a granularity with none in the batch is left out of the mean): the
+    mean keeps the scale of one memory's loss, so the learning rate needs no change. The camera
+    proxies' loss is added to it, at full weight: CAP trains on its proxy terms alone, here they
+    join the cluster memory's.
+    """
+
+    def __init__(self, main: ClusterMemory, granularities=(), granularity_targets: torch.Tensor | None = None,
+                 camera_proxies: CameraProxyMemory | None = None, proxy_targets: torch.Tensor | None = None):
+        super().__init__()
+        self.main = main
+        self.granularities = nn.ModuleList(granularities)
+        self.camera_proxies = camera_proxies
+        if granularity_targets is None:
+            granularity_targets = torch.zeros(0, 0, dtype=torch.int64)
+        if len(granularity_targets) != len(self.granularities):
+            raise ValueError(f"{len(self.granularities)} granularities but targets for {len(granularity_targets)}")
+        if (camera_proxies is None) != (proxy_targets is None):
+            raise ValueError("camera_proxies and proxy_targets go together")
+        # the lookup tables are this epoch's labels, not state: checkpoints keep the rows only
+        self.register_buffer("granularity_targets", torch.as_tensor(granularity_targets, dtype=torch.int64),
+                             persistent=False)
+        self.register_buffer("proxy_targets", torch.as_tensor(
+            proxy_targets if proxy_targets is not None else torch.zeros(0), dtype=torch.int64), persistent=False)
+
+    @property
+    def mode(self) -> str:
+        return self.main.mode
+
+    @property
+    def num_clusters(self) -> int:
+        return self.main.num_clusters
+
+    def _granularity_batches(self, image_ids: torch.Tensor):
+        """Each granularity's memory with the batch positions that have a row in it, and those rows."""
+        if not len(self.granularities):
+            return
+        for memory, rows in zip(self.granularities, self.granularity_targets[:, image_ids]):
+            kept = torch.nonzero(rows >= 0).squeeze(1)
+            if kept.numel():
+                yield memory, kept, rows[kept]
+
+    def forward(self, features, targets, image_ids):
+        loss = self.main(features, targets)
+        terms = [memory(features[kept], rows) for memory, kept, rows in self._granularity_batches(image_ids)]
+        if terms:
+            loss = torch.stack([loss, *terms]).mean()
+        if self.camera_proxies is not None:
+            loss = loss + self.camera_proxies(features, self.proxy_targets[image_ids])
+        return loss
+
+    @torch.no_grad()
+    def update(self, features, targets, image_ids):
+        self.main.update(features, targets)
+        for memory, kept, rows in self._granularity_batches(image_ids):
+            memory.update(features[kept], rows)
+        if self.camera_proxies is not None:
+            self.camera_proxies.update(features, self.proxy_targets[image_ids])
+
+    def extra_repr(self) -> str:
+        return f"granularities={len(self.granularities)}, camera_proxies={self.camera_proxies is not None}"
 
 
 def _check_loss_form(loss_form: str) -> None:

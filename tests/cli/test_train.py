@@ -56,6 +56,14 @@ def test_flags_map_to_config_keys_and_set_wins():
     assert load_config(parse().config, overrides_from_args(parse())).train.supervised is False
 
 
+def test_the_ensemble_and_camera_proxy_flags_reach_their_keys():
+    args = parse("--ensemble-eps", "0.5", "--camera-proxies")
+    config = load_config(args.config, overrides_from_args(args))
+    assert (config.cluster.ensemble_eps, config.memory.camera_proxies) == ([0.5], True)
+    args = parse("--ensemble-eps", "0.5", "0.6", "0.7")
+    assert load_config(args.config, overrides_from_args(args)).cluster.ensemble_eps == [0.5, 0.6, 0.7]
+
+
 def test_several_roots_pool_into_one_training_set(tmp_path):
     args = parse("--dataset", "folder", "--root", "cams/a", "cams/b")
     assert load_config(args.config, overrides_from_args(args)).dataset.root == ["cams/a", "cams/b"]

@@ -27,6 +27,7 @@ FLAG_KEYS = {
     "weights": "model.weights",
     "init_weights": "model.init_weights",
     "eps": "cluster.eps",
+    "ensemble_eps": "cluster.ensemble_eps",
     "memory": "memory.mode",
     "hard_weight": "memory.hard_weight",
     "loss_form": "memory.loss_form",
@@ -42,6 +43,7 @@ FLAG_KEYS = {
 }
 SWITCH_KEYS = {
     "supervised": "train.supervised",
+    "camera_proxies": "memory.camera_proxies",
     "sync_bn": "model.sync_bn",
     "select_best": "evaluation.select_best",
     "rerank": "evaluation.rerank",
@@ -75,6 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="paper: w*CE_hard + (1-w)*CE_centroid; official: the authors' code, "
                              "w*(CE_hard + (1-w)*CE_centroid)")
     method.add_argument("--eps", type=float, help="DBSCAN eps on the Jaccard distance")
+    method.add_argument("--ensemble-eps", type=float, nargs="+", metavar="EPS",
+                        help="a clustering ensemble: also cluster at each of these eps, each granularity with a "
+                             "memory and loss term of its own (only the images whose labels nest take part); "
+                             "cluster.ensemble_eps")
+    method.add_argument("--camera-proxies", action="store_true", default=None,
+                        help="add camera-aware proxies (CAP): one memory row per pseudo-identity and camera, "
+                             "with an intra- and an inter-camera loss; memory.camera_proxies")
     method.add_argument("--supervised", action="store_true", default=None,
                         help="train the memories on ground-truth identities (upper bound)")
     loop = parser.add_argument_group("loop")
@@ -103,7 +112,7 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
     overrides = []
     for flag, key in FLAG_KEYS.items():
         value = getattr(args, flag, None)
-        if isinstance(value, list) and len(value) == 1:
+        if flag == "root" and len(value or ()) == 1:  # one folder, not a pool of one
             value = value[0]
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")  # quoted: a path stays a string

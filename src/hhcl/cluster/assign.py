@@ -19,9 +19,13 @@ The steps, each switched by a key of ``cluster``:
    pseudo-identity of two, so that pools of two images a person still give positives, and
    positives that teach the cross-camera match rather than a camera's near-duplicates;
 5. no pseudo-identity across two sources (``separate_sources``; pooled folders share nobody);
-6. the guard (``guard.enabled``; :mod:`hhcl.cluster.guard`): label-free statistics and the
+6. the clustering ensemble (``ensemble_eps``; :mod:`hhcl.cluster.ensemble`): the same features
+   clustered at several eps besides, on one Jaccard graph, for the memory's extra terms, and
+   which images nest from the finest clustering to the coarsest; the labels above stay the
+   pseudo-identities (sampler, guard, main memory);
+7. the guard (``guard.enabled``; :mod:`hhcl.cluster.guard`): label-free statistics and the
    decision to train on these labels or not;
-7. outliers as one-image identities (``outliers: instances``) or dropped.
+8. outliers as one-image identities (``outliers: instances``) or dropped.
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ class Assignment:
     reasons: list[str] = field(default_factory=list)
     initial_neighbours: np.ndarray | None = None  # the starting model's neighbour lists (the guard's drift)
     error: str | None = None  # no cluster at all, without a guard to hold: why, and what to try
+    # cluster.ensemble_eps: (G, N) labels at each eps (ascending, stats["ensemble"]["eps"]), -1 outliers,
+    # and (N,) whether each image's labels nest from the finest to the coarsest (hhcl.cluster.ensemble)
+    ensemble_labels: np.ndarray | None = None
+    ensemble_nested: np.ndarray | None = None
 
     @property
     def num_clusters(self) -> int:
@@ -215,6 +223,27 @@ def _dbscan(features, cluster, progress: bool) -> tuple[np.ndarray, dict]:
     return np.asarray(labels, dtype=np.int64), stats
 
 
+def _ensemble(clustered_on, sources, cluster) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The ensemble's ``(G, N)`` labels at each eps (ascending; cut by ``sources`` unless None), the ``(N,)``
+    nested images, and its statistics."""
+    from hhcl.cluster.ensemble import labels_at_eps, nested_images
+
+    tick = time.perf_counter()
+    eps_values = sorted(float(eps) for eps in cluster.ensemble_eps)
+    labels_by_eps = labels_at_eps(clustered_on, eps_values, cluster.min_samples, cluster.k1, cluster.k2, cluster.knn)
+    if sources is not None:
+        labels_by_eps = np.stack([split_clusters_by_group(labels, sources) for labels in labels_by_eps])
+    nested = nested_images(labels_by_eps)
+    clustered = (labels_by_eps >= 0).any(axis=0)
+    stats = {"eps": eps_values, "num_clusters": [int(labels.max(initial=-1)) + 1 for labels in labels_by_eps],
+             "num_outliers": [int((labels < 0).sum()) for labels in labels_by_eps],
+             "not_nested": int((clustered & ~nested).sum()), "seconds": time.perf_counter() - tick}
+    log.info("clustering ensemble: %s; %d images do not nest from eps %g to %g and are left out of its terms",
+             ", ".join(f"eps {eps:g} {count} clusters" for eps, count in zip(eps_values, stats["num_clusters"])),
+             stats["not_nested"], eps_values[0], eps_values[-1])
+    return labels_by_eps, nested, stats
+
+
 def assign_pseudo_labels(features, cameras, sources, cluster, guard, *, previous_labels=None,
                          initial_neighbours=None, progress: bool = False) -> Assignment:
     """Pseudo-labels of the ``(N, D)`` L2-normalised ``features`` (the model's own) of one epoch.
@@ -262,11 +291,15 @@ def assign_pseudo_labels(features, cameras, sources, cluster, guard, *, previous
                                         nearest_in_other_camera(clustered_on, cameras, sources, ranked))
         stats["mutual_pairs"] = int(labels.max(initial=-1)) + 1 - before
         log.info("%d pseudo-identities of two from mutual nearest neighbours among the outliers", stats["mutual_pairs"])
-    if cluster.separate_sources and len(np.unique(sources)) > 1:
+    several_sources = cluster.separate_sources and len(np.unique(sources)) > 1
+    if several_sources:
         labels = split_clusters_by_group(labels, sources)
     stats.update(cluster_statistics(labels))
 
     assignment = Assignment(labels=labels, train_labels=labels, stats=stats)
+    if cluster.ensemble_eps:
+        assignment.ensemble_labels, assignment.ensemble_nested, stats["ensemble"] = _ensemble(
+            clustered_on, sources if several_sources else None, cluster)
     if guard.enabled:
         tick = time.perf_counter()
         from hhcl.cluster.knn import nearest_neighbours

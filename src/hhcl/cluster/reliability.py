@@ -83,12 +83,14 @@ def dbscan_labels(distances: sparse.csr_matrix, eps: float, min_samples: int) ->
         distances).astype(np.int64)
 
 
-def _overlaps(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """``(N,)`` IoU of each clustered image's cluster in ``labels`` with its own cluster in ``other``.
+def cluster_intersections(labels: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each image, ``(N,)`` each: the size of the intersection of its cluster in ``labels``
+    with its cluster in ``other``, the size of its cluster in ``labels``, and in ``other``.
 
-    An image that is an outlier in ``other`` counts as a cluster of its own there.
+    An outlier (-1) counts as a cluster of its own, on either side.
     """
     num_images = len(labels)
+    labels = np.where(labels >= 0, labels, labels.max(initial=-1) + 1 + np.arange(num_images))
     other = np.where(other >= 0, other, other.max(initial=-1) + 1 + np.arange(num_images))
     _, cluster_index = np.unique(labels, return_inverse=True)
     _, other_index = np.unique(other, return_inverse=True)
@@ -96,8 +98,14 @@ def _overlaps(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
     other_sizes = np.bincount(other_index)
     pair_key = cluster_index.astype(np.int64) * (other_index.max() + 1) + other_index
     _, pair_index, pair_sizes = np.unique(pair_key, return_inverse=True, return_counts=True)
-    intersection = pair_sizes[pair_index]
-    return intersection / (sizes[cluster_index] + other_sizes[other_index] - intersection)
+    return pair_sizes[pair_index], sizes[cluster_index], other_sizes[other_index]
+
+
+def _overlaps(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """``(N,)`` IoU of each image's cluster in ``labels`` with its own cluster in ``other``
+    (an outlier counts as a cluster of its own)."""
+    intersection, size, other_size = cluster_intersections(labels, other)
+    return intersection / (size + other_size - intersection)
 
 
 def reliable_labels(labels: np.ndarray, tighter: np.ndarray, looser: np.ndarray, threshold: float
@@ -179,5 +187,5 @@ def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int =
     return filtered, stats
 
 
-__all__ = ["EPS_SELECTIONS", "adaptive_pseudo_labels", "dbscan_labels", "eps_from_distances", "kth_neighbour_distances",
-           "reliable_labels"]
+__all__ = ["EPS_SELECTIONS", "adaptive_pseudo_labels", "cluster_intersections", "dbscan_labels", "eps_from_distances",
+           "kth_neighbour_distances", "reliable_labels"]

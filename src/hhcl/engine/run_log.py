@@ -41,6 +41,7 @@ class EpochRecord:
     train_images_per_second: float
     metrics: dict[str, float] | None = None
     guard: dict[str, Any] | None = None  # the label-free guard's statistics and decision (hhcl.cluster.guard)
+    ensemble: dict[str, Any] | None = None  # cluster.ensemble_eps: clusters per eps, images that do not nest
 
     @classmethod
     def of_labels(cls, epoch: int, labels, **values) -> "EpochRecord":
@@ -57,6 +58,8 @@ class EpochRecord:
                  f"lr {self.lr:.2e}"]
         if self.guard is not None:
             parts.append(guard_summary(self.guard))
+        if self.ensemble is not None:
+            parts.append(ensemble_summary(self.ensemble))
         if self.metrics is not None:
             parts.append(f"mAP {self.metrics['mAP']:.1f}% rank-1 {self.metrics['rank1']:.1f}%")
         timing = ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.seconds.items())
@@ -86,6 +89,13 @@ def guard_summary(guard: dict[str, Any]) -> str:
              ("eps_stability", "eps-stable"), ("epoch_stability", "stable vs last epoch"), ("drift", "drift"))
     shown = [f"{label} {100 * guard[key]:.0f}%" for key, label in names if guard.get(key) is not None]
     return f"guard {guard.get('decision', '?')} ({', '.join(shown)})"
+
+
+def ensemble_summary(ensemble: dict[str, Any]) -> str:
+    """The clustering ensemble in a few words: ``ensemble eps 0.5/0.6/0.7: 14/12/9 clusters, N not nested``."""
+    eps = "/".join(f"{value:g}" for value in ensemble["eps"])
+    clusters = "/".join(str(count) for count in ensemble["num_clusters"])
+    return f"ensemble eps {eps}: {clusters} clusters, {ensemble['not_nested']} not nested"
 
 
 class RunLog:
@@ -135,6 +145,9 @@ class RunLog:
         self._writer.add_scalar("epoch/lr", record.lr, step)
         self._writer.add_scalar("cluster/num_clusters", record.num_clusters, step)
         self._writer.add_scalar("cluster/num_outliers", record.num_outliers, step)
+        if record.ensemble is not None:
+            for eps, count in zip(record.ensemble["eps"], record.ensemble["num_clusters"]):
+                self._writer.add_scalar(f"cluster/ensemble_clusters_eps_{eps:g}", count, step)
         self._writer.add_scalar("speed/train_images_per_second", record.train_images_per_second, step)
         for phase, seconds in record.seconds.items():
             self._writer.add_scalar(f"seconds/{phase}", seconds, step)

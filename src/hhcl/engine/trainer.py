@@ -4,9 +4,11 @@ Each epoch extracts the training features (test transform), asks
 :func:`hhcl.cluster.assign.assign_pseudo_labels` for the pseudo-labels (every labelling policy,
 the guard's decision to hold an epoch back included, on rank 0 under DDP), fills a fresh memory
 from the cluster means, and runs ``iters`` steps of forward, loss, backward, optimizer step and
-memory update. Everything else hooks into the loop (:mod:`hhcl.engine.hooks`): evaluation, the run
-log and TensorBoard, the progress bar, the user's hooks, and the checkpoint at the end of every
-epoch, from which ``--resume`` continues bit-identically on CPU (same seed and thread count).
+memory update. The memory is given each batch's rows in the training set (``image_ids``), from
+which the clustering ensemble's and the camera proxies' terms look up their own targets.
+Everything else hooks into the loop (:mod:`hhcl.engine.hooks`): evaluation, the run log and
+TensorBoard, the progress bar, the user's hooks, and the checkpoint at the end of every epoch,
+from which ``--resume`` continues bit-identically on CPU (same seed and thread count).
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ from hhcl.engine.setup import (
 from hhcl.errors import HHCLError
 from hhcl.evaluation.model import evaluate_model
 from hhcl.files import write_bytes_atomically
-from hhcl.memory import ClusterMemory, build_memory, cluster_centers
+from hhcl.memory import (
+    CameraProxyMemory,
+    ClusterMemory,
+    EpochMemory,
+    build_memory,
+    camera_proxy_index,
+    cluster_centers,
+)
 from hhcl.models.inference import autocast
 from hhcl.models.weights import WeightMixture
 
@@ -90,7 +99,7 @@ class Trainer:
             self.run_log.close()
             raise
         self.epoch = self.iteration = self.steps_this_epoch = 0  # completed epochs, optimizer steps
-        self.memory: ClusterMemory | None = None
+        self.memory: ClusterMemory | EpochMemory | None = None
         self.pseudo_labels: np.ndarray | None = None
         self.initial_neighbours: np.ndarray | None = None  # the guard's reference: the starting model's kNN
         self.trained_epochs = 0  # epochs whose updates ran (the guard may hold some back)
@@ -143,7 +152,8 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         mean_loss, images_per_second = float("nan"), 0.0
         if assignment.decision == "train":
-            self.memory = self.build_memory(features, assignment.train_labels, epoch)
+            self.memory = self.build_memory(features, assignment.train_labels, epoch, assignment.ensemble_labels,
+                                            assignment.ensemble_nested)
             del features
             loader = self.build_train_loader(assignment.train_labels, epoch)
             tick = time.perf_counter()
@@ -161,7 +171,8 @@ class Trainer:
         self.epoch = epoch + 1
 
         record = EpochRecord.of_labels(epoch + 1, assignment.labels, loss=mean_loss, lr=lr, seconds=seconds,
-                                       train_images_per_second=images_per_second, guard=assignment.stats.get("guard"))
+                                       train_images_per_second=images_per_second, guard=assignment.stats.get("guard"),
+                                       ensemble=assignment.stats.get("ensemble"))
         for hook in self.hooks:
             hook.after_epoch(self, record)
         return record
@@ -207,17 +218,45 @@ class Trainer:
             raise HHCLError(assignment.error)
         return assignment
 
-    def build_memory(self, features: torch.Tensor, labels: np.ndarray, epoch: int) -> ClusterMemory:
-        """A fresh memory for this epoch's clusters, initialised from the ``(N, D)`` features."""
+    def build_memory(self, features: torch.Tensor, labels: np.ndarray, epoch: int,
+                     ensemble_labels: np.ndarray | None = None, ensemble_nested: np.ndarray | None = None
+                     ) -> ClusterMemory | EpochMemory:
+        """A fresh memory for this epoch's clusters, initialised from the ``(N, D)`` features.
+
+        With the clustering ensemble (``(G, N)`` ``ensemble_labels`` and ``(N,)`` ``ensemble_nested``)
+        or ``memory.camera_proxies``, an :class:`hhcl.memory.EpochMemory` around it.
+        """
         memory_config = self.config.memory
-        labels_tensor = torch.from_numpy(labels)
-        num_clusters = int(labels.max()) + 1
-        memory = build_memory(memory_config.mode, features.shape[1], num_clusters,
-                              temperature=memory_config.temperature, momentum=memory_config.momentum,
-                              hard_weight=memory_config.hard_weight, loss_form=memory_config.loss_form,
-                              num_instances=self.config.train.num_instances)
         generator = torch.Generator().manual_seed(derived_seed(self.config.train.seed, "memory", epoch))
-        memory.initialize(cluster_centers(features, labels_tensor, num_clusters), features, labels_tensor, generator)
+
+        def filled(memory_labels: np.ndarray) -> ClusterMemory:
+            labels_tensor = torch.from_numpy(memory_labels)
+            num_clusters = int(memory_labels.max()) + 1
+            memory = build_memory(memory_config.mode, features.shape[1], num_clusters,
+                                  temperature=memory_config.temperature, momentum=memory_config.momentum,
+                                  hard_weight=memory_config.hard_weight, loss_form=memory_config.loss_form,
+                                  num_instances=self.config.train.num_instances)
+            memory.initialize(cluster_centers(features, labels_tensor, num_clusters), features, labels_tensor,
+                              generator)
+            return memory
+
+        memory = filled(labels)
+        parts: dict[str, Any] = {}
+        if ensemble_labels is not None:
+            # rows from every member of a granularity's clusters; only the images that nest train them
+            present = [granularity for granularity in ensemble_labels if (granularity >= 0).any()]
+            parts["granularities"] = [filled(granularity) for granularity in present]
+            targets = np.where(ensemble_nested, np.stack(present), -1) if present else np.zeros((0, len(labels)))
+            parts["granularity_targets"] = torch.from_numpy(targets.astype(np.int64))
+        if memory_config.camera_proxies:
+            cameras = [camid for _, _, camid in self.dataset.train]
+            proxy_targets, proxy_identities, proxy_cameras = camera_proxy_index(labels, cameras)
+            proxies = CameraProxyMemory(features.shape[1], proxy_identities, proxy_cameras,
+                                        temperature=memory_config.temperature, momentum=memory_config.momentum)
+            proxies.initialize(cluster_centers(features, proxy_targets, len(proxy_identities)))
+            parts.update(camera_proxies=proxies, proxy_targets=proxy_targets)
+        if parts:
+            memory = EpochMemory(memory, **parts)
         return memory.to(self.device)
 
     def build_train_loader(self, labels: np.ndarray, epoch: int):
@@ -225,9 +264,10 @@ class Trainer:
 
         clustered = np.flatnonzero(labels >= 0)
         items = [self.dataset.train[i] for i in clustered]
-        return build_train_loader(items, labels[clustered].tolist(), batch_size=self.batch_size_per_rank,
-                                  num_instances=self.config.train.num_instances, height=self.config.dataset.height,
-                                  width=self.config.dataset.width, num_workers=self.config.dataset.num_workers,
+        return build_train_loader(items, labels[clustered].tolist(), image_ids=clustered,
+                                  batch_size=self.batch_size_per_rank, num_instances=self.config.train.num_instances,
+                                  height=self.config.dataset.height, width=self.config.dataset.width,
+                                  num_workers=self.config.dataset.num_workers,
                                   seed=derived_seed(self.config.train.seed, "sampler", epoch, self.context.rank),
                                   iters=self.config.train.iters,
                                   keep_singletons=self.config.cluster.outliers == "instances"
@@ -239,15 +279,16 @@ class Trainer:
         self.train_model.train()
         total = 0.0
         steps = self.steps_this_epoch = 0
-        for images, targets, _ in loader:
+        for images, targets, image_ids in loader:  # image_ids: the batch's rows in the training set
             images = images.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
+            image_ids = image_ids.to(self.device, non_blocking=True)
             inputs = self.augmentation(images, generator=self.augmentation_generator)
             if self.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with autocast(self.precision, self.device):
                 features = self.train_model(inputs)
-            loss = memory(features, targets)
+            loss = memory(features, targets, image_ids)
             if distributed.any_rank(not bool(torch.isfinite(loss)), self.device):
                 raise HHCLError(self._non_finite_message(loss, epoch, steps))
             self.optimizer.zero_grad(set_to_none=True)
@@ -256,7 +297,7 @@ class Trainer:
             self.scaler.update()
             with torch.no_grad():
                 memory.update(distributed.all_gather_rows(features.detach().float()),
-                              distributed.all_gather_rows(targets))
+                              distributed.all_gather_rows(targets), distributed.all_gather_rows(image_ids))
             self.iteration += 1
             steps = self.steps_this_epoch = steps + 1
             loss_value = float(loss.detach())

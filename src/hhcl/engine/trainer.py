@@ -39,7 +39,8 @@ from hhcl.engine.setup import (
 from hhcl.errors import HHCLError
 from hhcl.evaluation.model import evaluate_model
 from hhcl.files import write_bytes_atomically
-from hhcl.memory import ClusterMemory, build_memory, cluster_centers
+from hhcl.memory import ClusterMemory, PartMemory, build_memory, cluster_centers
+from hhcl.models.head import global_features
 from hhcl.models.inference import autocast
 from hhcl.models.weights import WeightMixture
 
@@ -192,6 +193,7 @@ class Trainer:
         ``train.supervised``. Rank 0 computes, every rank receives it."""
         from hhcl.cluster.assign import Assignment, assign_pseudo_labels, identity_labels
 
+        features = global_features(features, self.config.model.parts)  # stripes serve the loss, not the clusters
         if self.config.train.supervised:
             labels = identity_labels([pid for _, pid, _ in self.dataset.train])
             return Assignment(labels=labels, train_labels=labels,
@@ -208,14 +210,18 @@ class Trainer:
         return assignment
 
     def build_memory(self, features: torch.Tensor, labels: np.ndarray, epoch: int) -> ClusterMemory:
-        """A fresh memory for this epoch's clusters, initialised from the ``(N, D)`` features."""
+        """A fresh memory for this epoch's clusters, initialised from the ``(N, D)`` features; with
+        ``model.parts``, the mode's memory on the global piece inside a :class:`PartMemory`."""
         memory_config = self.config.memory
         labels_tensor = torch.from_numpy(labels)
         num_clusters = int(labels.max()) + 1
-        memory = build_memory(memory_config.mode, features.shape[1], num_clusters,
+        parts = self.config.model.parts
+        memory = build_memory(memory_config.mode, features.shape[1] // (1 + parts), num_clusters,
                               temperature=memory_config.temperature, momentum=memory_config.momentum,
                               hard_weight=memory_config.hard_weight, loss_form=memory_config.loss_form,
                               num_instances=self.config.train.num_instances)
+        if parts:
+            memory = PartMemory(memory, parts, memory_config.part_weight)
         generator = torch.Generator().manual_seed(derived_seed(self.config.train.seed, "memory", epoch))
         memory.initialize(cluster_centers(features, labels_tensor, num_clusters), features, labels_tensor, generator)
         return memory.to(self.device)

@@ -88,6 +88,18 @@ def test_bad_values_are_one_line_errors_naming_the_key():
         cfg.load_config(None, ["cluster.eps"])
 
 
+def test_parts_are_off_by_default_and_checked_in_one_line():
+    config = cfg.load_config("market1501_resnet50")
+    assert (config.model.parts, config.memory.part_weight) == (0, 1.0)
+    config = cfg.load_config("market1501_resnet50", ["model.parts=2", "memory.part_weight=0.5"])
+    assert (config.model.parts, config.memory.part_weight) == (2, 0.5)
+    for override, key in [("model.parts=-1", "model.parts"), ("memory.part_weight=-0.5", "memory.part_weight"),
+                          ("model.parts=1.5", "model.parts")]:
+        with pytest.raises(HHCLError, match=key.replace(".", r"\.")) as error:
+            cfg.load_config("market1501_resnet50", [override])
+        assert "\n" not in str(error.value)
+
+
 def test_cluster_knn_takes_the_knn_methods():
     assert cfg.load_config("market1501_resnet50").cluster.knn == "auto"
     assert cfg.load_config("market1501_resnet50", ["cluster.knn=faiss"]).cluster.knn == "faiss"

@@ -131,6 +131,22 @@ def test_missing_or_corrupt_onnx_file_names_it(tmp_path, content):
         onnx_session(path)
 
 
+def test_a_model_with_parts_exports_its_concatenated_features(tmp_path):
+    from hhcl.models import build_model
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # a real backbone on tiny batches: syncing threads costs more than the work
+    try:
+        model = trained_like(build_model("osnet_x0_25", parts=2))
+        report = export_onnx(model, tmp_path / "parts.onnx", height=HEIGHT, width=WIDTH)
+        (features,) = onnx_session(report.path).run(None, {"images": torch.randn(2, 3, HEIGHT, WIDTH).numpy()})
+    finally:
+        torch.set_num_threads(previous)
+    assert report.feature_dim == model.feature_dim == 3 * 512
+    assert report.max_abs_diff <= 1e-4
+    np.testing.assert_allclose(np.linalg.norm(features.reshape(2, 3, 512), axis=2), 1 / np.sqrt(3), atol=1e-5)
+
+
 OSNET_WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "osnet_x0_25_msmt17.pth"
 
 

@@ -154,3 +154,36 @@ def test_a_sample_without_a_positive_adds_no_inter_camera_term_and_gradients_sta
     loss = losses.inter_camera_loss(lone, torch.tensor([0]), torch.tensor([0, 0]), torch.tensor([0, 1]))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(lone.grad).all()
+
+def _part_logits():
+    # (P=2, B=3, C=3); targets [0, 1, 2]
+    return torch.tensor([
+        [[2.0, 1.0, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]],  # part 0: every sample's nearest row is its own
+        [[1.0, 0.0, 0.0], [1.5, 1.0, 0.0], [0.5, 0.0, 0.5]],  # part 1: sample 1 nearer identity 0; sample 2 ties
+    ]), torch.tensor([0, 1, 2])
+
+
+def test_selective_mask_leaves_out_a_part_that_disagrees_with_the_global_label():
+    part_logits, targets = _part_logits()
+    mask = losses.selective_mask(part_logits, targets)
+    assert mask.tolist() == [[True, True, True], [True, False, True]]
+
+
+def test_selective_part_loss_averages_the_agreeing_parts_by_hand():
+    part_logits, targets = _part_logits()
+    part_logits.requires_grad_(True)
+    loss = losses.selective_part_loss(part_logits, targets)
+    counted = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 2)]
+    expected = sum(-torch.log_softmax(part_logits[p, b].detach(), 0)[targets[b]].item() for p, b in counted) / 5
+    assert loss.item() == pytest.approx(expected)
+    loss.backward()
+    assert torch.equal(part_logits.grad[1, 1], torch.zeros(3))  # the disagreeing part gets no gradient
+    assert part_logits.grad[1, 0].abs().sum() > 0
+
+
+def test_selective_part_loss_is_zero_when_no_part_agrees():
+    part_logits = torch.tensor([[[0.0, 1.0]], [[0.0, 2.0]]], requires_grad=True)
+    loss = losses.selective_part_loss(part_logits, torch.tensor([0]))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(part_logits.grad, torch.zeros(2, 1, 2))

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hhcl import losses
 from hhcl import memory as mem
 
 
@@ -389,3 +390,61 @@ def test_epoch_memory_updates_each_memory_with_its_own_rows():
     assert torch.equal(memory.granularities[0].centroid_memory[1], before["granularities.0.centroid_memory"][1])
     moved = ~torch.isclose(memory.camera_proxies.centroid_memory, before["camera_proxies.centroid_memory"]).all(1)
     assert moved.tolist() == [i in proxy_targets[image_ids].tolist() for i in range(len(moved))]
+
+# --- part memory (model.parts) -----------------------------------------------------------------
+
+
+def _part_memory(parts=2, dim=16, num_clusters=7, part_weight=0.5, mode="hybrid"):
+    return mem.PartMemory(mem.build_memory(mode, dim, num_clusters, temperature=0.1), parts, part_weight)
+
+
+def test_part_memory_initialises_each_memory_from_its_own_piece():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(30, 3 * 16, generator=generator)
+    labels = torch.arange(30) % 7
+    memory = _part_memory(mode="hybrid_instance")
+    memory.initialize(mem.cluster_centers(features, labels, 7), features, labels, generator)
+    assert (memory.mode, memory.num_clusters, memory.num_features) == ("hybrid_instance", 7, 48)
+    pieces = features.unflatten(1, (3, 16))
+    torch.testing.assert_close(memory.global_memory.centroid_memory, mem.cluster_centers(pieces[:, 0], labels, 7))
+    for index, part_memory in enumerate(memory.part_memories):
+        torch.testing.assert_close(part_memory.centroid_memory, mem.cluster_centers(pieces[:, 1 + index], labels, 7))
+    # the instance slots hold global pieces of members
+    slot = memory.global_memory.instance_memory[0, 0]
+    members = F.normalize(pieces[labels == 0, 0], dim=1)
+    assert torch.isclose(members @ slot, torch.tensor(1.0)).any()
+
+
+def test_part_memory_loss_is_the_global_loss_plus_the_weighted_selective_part_loss():
+    rows, features, targets = random_batch(8, dim=16)
+    memory = _part_memory()
+    memory.initialize(torch.cat([rows, rows.roll(1, 0), rows.roll(2, 0)], dim=1))
+    batch = torch.cat([features, features, features.flip(1)], dim=1)
+    expected_global = memory.global_memory(features, targets)
+    part_logits = torch.stack([losses.memory_logits(F.normalize(piece, dim=1), part.centroid_memory, 0.1)
+                               for piece, part in zip((features, features.flip(1)), memory.part_memories)])
+    expected = expected_global + 0.5 * losses.selective_part_loss(part_logits, targets)
+    torch.testing.assert_close(memory(batch, targets), expected)
+
+
+def test_part_memory_updates_the_global_memory_and_every_part_by_the_centroid_rule():
+    rows, features, targets = random_batch(9, dim=16)
+    memory = _part_memory()
+    memory.initialize(torch.cat([rows, rows, rows], dim=1))
+    other = F.normalize(features.roll(1, 0), dim=1)
+    memory.update(torch.cat([features, other, 2.0 * features], dim=1), targets)
+    torch.testing.assert_close(memory.global_memory.hard_memory, reference_hard_update(rows, features, targets, 0.1))
+    torch.testing.assert_close(memory.part_memories[0].centroid_memory,
+                               reference_mean_update(rows, other, targets, 0.1))
+    torch.testing.assert_close(memory.part_memories[1].centroid_memory,
+                               reference_mean_update(rows, features, targets, 0.1))
+
+
+def test_a_disagreeing_part_gets_no_gradient_from_the_part_loss():
+    memory = _part_memory(parts=1, dim=2, num_clusters=2, part_weight=1.0, mode="centroid")
+    memory.initialize(torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]))
+    # sample 0 (identity 0): global and stripe near row 0; sample 1 (identity 1): its stripe is nearer row 0
+    features = torch.tensor([[1.0, 0.1, 1.0, 0.2], [0.1, 1.0, 1.0, 0.1]], requires_grad=True)
+    memory(features, torch.tensor([0, 1])).backward()
+    assert torch.equal(features.grad[1, 2:], torch.zeros(2))
+    assert features.grad[0, 2:].abs().sum() > 0 and features.grad[1, :2].abs().sum() > 0

@@ -57,6 +57,12 @@ class ModelConfig:
     num_features: int = 0
     last_stride: int = 1
     patch_stride: int = 16  # a ViT's patch stride; 12 overlaps its 16x16 patches (TransReID); ViTs only
+    # P > 0: P horizontal stripes of the feature map get features of their own (SDFT's parts), after
+    # the global one: (1+P)*D features, each piece L2-normalised and the whole unit length. The
+    # pseudo-labels are clustered on the global feature; in the loss each stripe has a centroid
+    # memory and counts where it agrees with the global pseudo-label (selective contrast:
+    # hhcl.memory.PartMemory). CNN backbones only; 0 = off.
+    parts: int = 0
     weights: str | None = None  # a local backbone file (e.g. torchvision's ImageNet ResNet-50)
     init_weights: str | None = None  # a whole re-ID checkpoint to start from (load_weights)
     # Keep every BatchNorm's running statistics (those of init_weights) while training: a small
@@ -149,6 +155,7 @@ class MemoryConfig:
     # against the proxies of its own camera) plus half an inter-camera term (towards its identity's
     # proxies in the other cameras, against every proxy of another identity).
     camera_proxies: bool = False
+    part_weight: float = 1.0  # with model.parts: the weight of the stripes' selective loss beside the global one
 
 
 @dataclass
@@ -224,6 +231,7 @@ class Config:
             ("memory.temperature", self.memory.temperature > 0, "a positive number"),
             ("memory.momentum", 0.0 <= self.memory.momentum <= 1.0, "in [0, 1]"),
             ("memory.hard_weight", 0.0 <= self.memory.hard_weight <= 1.0, "in [0, 1]"),
+            ("memory.part_weight", self.memory.part_weight >= 0, "a number >= 0"),
             ("train.precision", self.train.precision in PRECISION_CHOICES, f"one of {', '.join(PRECISION_CHOICES)}"),
             ("train.epochs", self.train.epochs >= 1, "at least 1"),
             ("train.iters", self.train.iters >= 1, "at least 1"),
@@ -252,6 +260,7 @@ class Config:
             ("cluster.reliability_margin", 0 <= self.cluster.reliability_margin < 0.5, "in [0, 0.5)"),
             ("cluster.reliability_threshold", 0 < self.cluster.reliability_threshold <= 1, "in (0, 1]"),
             ("model.init_mix", 0 <= self.model.init_mix < 1, "in [0, 1): the share of the starting weights kept"),
+            ("model.parts", self.model.parts >= 0, "0 (global feature only) or a number of horizontal stripes"),
             ("cluster.outliers", self.cluster.outliers in OUTLIER_MODES, f"one of {', '.join(OUTLIER_MODES)}"),
             ("cluster.knn", self.cluster.knn in KNN_METHODS, f"one of {', '.join(KNN_METHODS)}"),
             ("cluster.camera_prior_images", self.cluster.camera_prior_images >= 0, "a number >= 0"),

@@ -172,3 +172,40 @@ def inter_camera_loss(logits: torch.Tensor, targets: torch.Tensor, proxy_identit
     per_sample = torch.where(positive, per_positive, 0.0).sum(dim=1) / positives.clamp(min=1)
     has_positive = positives > 0
     return torch.where(has_positive, per_sample, 0.0).sum() / has_positive.sum().clamp(min=1)
+
+def selective_mask(part_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Which parts agree with their sample's global pseudo-label.
+
+    Part ``p`` of sample ``b`` agrees when its nearest row in part ``p``'s memory is its own
+    identity's (a tie with another row counts as agreeing): classified by its stripe alone, the
+    sample would get the label the global feature gave it. A stripe that shows an occluder, the
+    background or another person falls nearer another identity's stripe and is left out.
+
+    Args:
+        part_logits: ``(P, B, C)`` logits of the P part features against their centroid memories.
+        targets: ``(B,)`` int64 global pseudo-labels.
+
+    Returns:
+        ``(P, B)`` bool.
+    """
+    own = part_logits.gather(2, targets.expand(part_logits.shape[0], -1).unsqueeze(2)).squeeze(2)
+    return own >= part_logits.amax(dim=2)
+
+
+def selective_part_loss(part_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Selective contrast of the parts: the cross-entropy of each agreeing part (:func:`selective_mask`,
+    taken without gradient) against the global pseudo-label, averaged over the agreeing
+    (part, sample) pairs; 0 when none agrees.
+
+    Args:
+        part_logits: ``(P, B, C)`` logits against the P part centroid memories.
+        targets: ``(B,)`` int64 global pseudo-labels.
+
+    Returns:
+        The scalar loss.
+    """
+    parts = part_logits.shape[0]
+    counted = selective_mask(part_logits.detach(), targets)
+    per_part = F.cross_entropy(part_logits.flatten(0, 1), targets.repeat(parts), reduction="none")
+    per_part = torch.where(counted.flatten(), per_part, torch.zeros_like(per_part))
+    return per_part.sum() / counted.sum().clamp(min=1)

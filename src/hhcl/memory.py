@@ -26,6 +26,9 @@ memory is called as ``memory(features, targets, image_ids)`` and ``memory.update
 targets, image_ids)``, where ``image_ids`` are the batch's rows in the training set; a cluster
 memory ignores them, an :class:`EpochMemory` looks its terms' targets up with them.
 
+With ``model.parts`` P > 0, :class:`PartMemory` wraps the memory of the mode (for the global
+feature) and adds one centroid memory per horizontal stripe, for selective contrast.
+
 Notation: ``B`` batch size, ``C`` clusters, ``K`` instance slots, ``D`` feature dimension.
 
 Why the centroid update uses the batch mean: the authors' ``CM`` applies
@@ -468,25 +471,93 @@ class EpochMemory(nn.Module):
             if kept.numel():
                 yield memory, kept, rows[kept]
 
+    def _global_piece(self, features: torch.Tensor) -> torch.Tensor:
+        """The per-image terms' input: the whole feature, or its global piece under a :class:`PartMemory`."""
+        if isinstance(self.main, PartMemory):
+            return self.main.pieces(features)[:, 0]
+        return features
+
     def forward(self, features, targets, image_ids):
         loss = self.main(features, targets)
-        terms = [memory(features[kept], rows) for memory, kept, rows in self._granularity_batches(image_ids)]
+        piece = self._global_piece(features)
+        terms = [memory(piece[kept], rows) for memory, kept, rows in self._granularity_batches(image_ids)]
         if terms:
             loss = torch.stack([loss, *terms]).mean()
         if self.camera_proxies is not None:
-            loss = loss + self.camera_proxies(features, self.proxy_targets[image_ids])
+            loss = loss + self.camera_proxies(piece, self.proxy_targets[image_ids])
         return loss
 
     @torch.no_grad()
     def update(self, features, targets, image_ids):
         self.main.update(features, targets)
+        piece = self._global_piece(features)
         for memory, kept, rows in self._granularity_batches(image_ids):
-            memory.update(features[kept], rows)
+            memory.update(piece[kept], rows)
         if self.camera_proxies is not None:
-            self.camera_proxies.update(features, self.proxy_targets[image_ids])
+            self.camera_proxies.update(piece, self.proxy_targets[image_ids])
 
     def extra_repr(self) -> str:
         return f"granularities={len(self.granularities)}, camera_proxies={self.camera_proxies is not None}"
+
+class PartMemory(ClusterMemory):
+    """Global and part features with selective contrast (``model.parts`` P > 0).
+
+    The features are ``(B, (1+P)*D)``: the global feature, then P stripe features from top to
+    bottom, as :class:`hhcl.models.ReIDModel` returns them. ``global_memory`` is the memory of any
+    mode, for the global piece; ``part_memories`` holds one :class:`CentroidMemory` ``(C, D)`` per
+    stripe, on the same pseudo-identities (clustered on the global feature), with the global
+    memory's temperature and momentum.
+
+    The loss is the global memory's plus ``part_weight`` times
+    :func:`hhcl.losses.selective_part_loss`: a stripe counts only where its nearest part row is
+    its own identity's. Every stripe still moves its identity's part row (the centroid rule on all
+    the batch's instances): the row stays the cluster's mean stripe, as it was initialised, and the
+    selection applies to the loss only.
+    """
+
+    def __init__(self, global_memory: ClusterMemory, parts: int, part_weight: float = 1.0):
+        super().__init__((1 + parts) * global_memory.num_features, global_memory.num_clusters,
+                         global_memory.temperature, global_memory.momentum)
+        if parts < 1:
+            raise ValueError(f"parts must be at least 1, got {parts}")
+        self.mode = global_memory.mode
+        self.parts = parts
+        self.part_weight = part_weight
+        self.global_memory = global_memory
+        self.part_memories = nn.ModuleList(
+            CentroidMemory(global_memory.num_features, self.num_clusters, self.temperature, self.momentum)
+            for _ in range(parts))
+
+    def pieces(self, features: torch.Tensor) -> torch.Tensor:
+        """``(N, (1+P)*D) -> (N, 1+P, D)``: piece 0 is the global feature, piece ``1+p`` stripe ``p``."""
+        return features.unflatten(1, (1 + self.parts, -1))
+
+    def initialize(self, centers, features=None, labels=None, generator=None):
+        # A cluster mean of the concatenation, cut into pieces and each normalised, is the normalised
+        # cluster mean of each piece: the means of the whole serve every memory.
+        centers = self.pieces(centers)
+        pieces = None if features is None else self.pieces(features)
+        self.global_memory.initialize(centers[:, 0], None if pieces is None else pieces[:, 0], labels, generator)
+        for index, part_memory in enumerate(self.part_memories):
+            part_memory.initialize(centers[:, 1 + index])
+
+    def forward(self, features, targets, image_ids=None):
+        pieces = self.pieces(features)
+        part_logits = torch.stack([
+            losses.memory_logits(_normalized(pieces[:, 1 + index]), part_memory.centroid_memory, self.temperature)
+            for index, part_memory in enumerate(self.part_memories)])
+        return self.global_memory(pieces[:, 0], targets) + self.part_weight * losses.selective_part_loss(
+            part_logits, targets)
+
+    @torch.no_grad()
+    def update(self, features, targets, image_ids=None):
+        pieces = self.pieces(features)
+        self.global_memory.update(pieces[:, 0], targets)
+        for index, part_memory in enumerate(self.part_memories):
+            part_memory.update(pieces[:, 1 + index], targets)
+
+    def extra_repr(self) -> str:
+        return f"parts={self.parts}, part_weight={self.part_weight}"
 
 
 def _check_loss_form(loss_form: str) -> None:

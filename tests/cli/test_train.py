@@ -53,6 +53,7 @@ def test_flags_map_to_config_keys_and_set_wins():
     assert config.model.init_weights == "runs/duke/model.pth"
     assert (config.dataset.name, config.dataset.root) == ("folder", "my crops")
     assert config.cluster.eps == 0.5  # --set is applied last
+    assert load_config(args.config, overrides_from_args(parse("--parts", "3"))).model.parts == 3
     assert load_config(parse().config, overrides_from_args(parse())).train.supervised is False
 
 

@@ -240,3 +240,59 @@ def test_a_vit_with_overlapping_patches_trains_end_to_end_and_reloads(tmp_path, 
     assert model.backbone.patch_embed.proj.stride == (12, 12)
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 16)).shape == (2, 384)
+
+
+def test_parts_train_end_to_end_and_the_model_file_rebuilds_them(tmp_path, tiny_config):
+    from hhcl.memory import PartMemory
+    from hhcl.retrieval.extractor import load_trained_model
+
+    config = tiny_config("model.parts=2", "train.epochs=1")
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    summary = trainer.fit()
+    assert math.isfinite(summary["history"][0]["loss"])
+    assert isinstance(trainer.memory, PartMemory) and len(trainer.memory.part_memories) == 2
+    model = load_trained_model(None, tmp_path / "run" / "model.pth")
+    assert model.build_options["parts"] == 2 and model.feature_dim == 3 * 512
+    images = torch.randn(3, 3, 32, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), trainer.model.eval()(images), rtol=0, atol=0)
+
+
+def test_parts_cluster_on_the_global_piece_and_fill_each_memory_from_its_own(tiny_config, monkeypatch):
+    import hhcl.cluster.assign
+    from hhcl.models.head import global_features
+
+    trainer = Trainer(tiny_config("model.parts=2"), None, progress=False)
+    features = trainer.extract_train_features()
+    assert features.shape == (len(trainer.dataset.train), 3 * 512)
+    clustered = []
+    assign = hhcl.cluster.assign.assign_pseudo_labels
+
+    def recording_assign(features, *args, **kwargs):
+        clustered.append(features)
+        return assign(features, *args, **kwargs)
+
+    monkeypatch.setattr(hhcl.cluster.assign, "assign_pseudo_labels", recording_assign)
+    labels = trainer.assign_labels(features).labels
+    assert torch.equal(clustered[0], global_features(features, 2))
+    memory = trainer.build_memory(features, labels, epoch=0)
+    first = torch.from_numpy(labels) == 0
+    pieces = features[first].unflatten(1, (3, 512)).mean(0)
+    torch.testing.assert_close(memory.global_memory.centroid_memory[0], torch.nn.functional.normalize(pieces[0], dim=0))
+    for index, part_memory in enumerate(memory.part_memories):
+        torch.testing.assert_close(part_memory.centroid_memory[0],
+                                   torch.nn.functional.normalize(pieces[1 + index], dim=0))
+
+
+def test_a_run_with_parts_resumes_exactly_and_refuses_to_resume_without_them(tmp_path, tiny_config):
+    config = tiny_config("model.parts=2", "train.iters=1")
+    straight = tmp_path / "straight"
+    Trainer(config, straight, progress=False).fit()
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, interrupted, progress=False, hooks=[InterruptAt(iteration=2)]).fit()  # in epoch 2
+    with pytest.raises(HHCLError, match=r"parts 2 \(now 0\)") as error:
+        Trainer(tiny_config("train.iters=1"), interrupted, resume=True, progress=False)
+    assert "\n" not in str(error.value)
+    Trainer(config, interrupted, resume=True, progress=False).fit()
+    assert_same_tensors(model_weights(straight / "model.pth"), model_weights(interrupted / "model.pth"))

@@ -227,6 +227,22 @@ def test_an_hhcl_model_file_is_rebuilt_with_its_options(tmp_path, image_files):
     assert FeatureExtractor(None, path, **SMALL).arch == "osnet_x0_25"
 
 
+def test_a_model_file_with_parts_gives_the_concatenated_features(tmp_path, image_files):
+    torch.manual_seed(0)
+    model = build_model("osnet_x0_25", parts=2)
+    path = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict(), "build_options": model.build_options, "epoch": 1}, path)
+
+    extractor = FeatureExtractor(None, path, **SMALL)
+    assert extractor.feature_dim == 3 * 512
+    batch = normalize_batch(torch.stack([load_resized(image, 128, 64) for image in image_files]))
+    with torch.no_grad():
+        expected = model.eval()(batch)
+    features = extractor(image_files)
+    assert features.shape == (5, 3 * 512)
+    torch.testing.assert_close(features, expected, rtol=0, atol=1e-5)
+
+
 def test_a_plain_state_dict_needs_the_arch(weights):
     with pytest.raises(HHCLError, match="does not record its architecture: pass --arch"):
         FeatureExtractor(None, weights)

@@ -26,6 +26,7 @@ FLAG_KEYS = {
     "arch": "model.arch",
     "weights": "model.weights",
     "init_weights": "model.init_weights",
+    "parts": "model.parts",
     "eps": "cluster.eps",
     "ensemble_eps": "cluster.ensemble_eps",
     "memory": "memory.mode",
@@ -69,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--weights", metavar="FILE", help="backbone initialisation, e.g. ImageNet ResNet-50 weights")
     model.add_argument("--init-weights", metavar="FILE",
                        help="start from a whole re-ID model (any file load_weights accepts), e.g. for domain adaptation")
+    model.add_argument("--parts", type=int, metavar="P",
+                       help="P horizontal stripes with features of their own after the global one, trained by "
+                            "selective contrast (model.parts; default 0: off; CNN backbones)")
     model.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under DDP (CUDA)")
     method = parser.add_argument_group("method")
     method.add_argument("--memory", choices=MEMORY_MODES, help="cluster memory (default hybrid: HHCL)")

@@ -54,9 +54,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def check_same_model(state: dict[str, Any], build_options: dict[str, Any]) -> None:
     """Refuse, in one line, a checkpoint whose model was built with other options (``--arch``...) than this run's."""
+    import inspect
+
+    from hhcl.models import build_model
+
     saved = state.get("build_options") or {}
-    changed = [f"{key} {saved[key]!r} (now {build_options.get(key)!r})" for key in saved
-               if key in build_options and saved[key] != build_options[key]]
+    # An option recorded only when it differs from its default (a ViT's patch_stride, parts) reads as that default
+    # where it is absent.
+    defaults = {name: parameter.default for name, parameter in inspect.signature(build_model).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
+    changed = []
+    for key in {**saved, **build_options}:
+        if key not in defaults and not (key in saved and key in build_options):
+            continue  # recorded on one side only, with no default to stand for the other
+        before, now = saved.get(key, defaults.get(key)), build_options.get(key, defaults.get(key))
+        if before != now:
+            changed.append(f"{key} {before!r} (now {now!r})")
     if changed:
         raise HHCLError(f"the checkpoint holds a model built with {', '.join(changed)}: resume with the checkpoint's "
                         f"settings (e.g. --arch {saved.get('arch')}), or train the new model into another --output")

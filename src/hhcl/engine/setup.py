@@ -109,7 +109,8 @@ def build_training_model(config: Config, runtime: Runtime) -> tuple[nn.Module, n
     device, context = runtime.device, runtime.context
     model = build_model(config.model.arch, pooling=config.model.pooling, num_features=config.model.num_features,
                         last_stride=config.model.last_stride, weights=config.model.weights,
-                        freeze_bn=config.model.freeze_bn, patch_stride=config.model.patch_stride)
+                        freeze_bn=config.model.freeze_bn, patch_stride=config.model.patch_stride,
+                        parts=config.model.parts)
     if config.model.init_weights:
         report = load_weights(model, config.model.init_weights, verbose=False)
         log.info("initial weights: %s", report)

@@ -45,10 +45,12 @@ from hhcl.memory import (
     CameraProxyMemory,
     ClusterMemory,
     EpochMemory,
+    PartMemory,
     build_memory,
     camera_proxy_index,
     cluster_centers,
 )
+from hhcl.models.head import global_features
 from hhcl.models.inference import autocast
 from hhcl.models.weights import WeightMixture
 
@@ -203,6 +205,7 @@ class Trainer:
         ``train.supervised``. Rank 0 computes, every rank receives it."""
         from hhcl.cluster.assign import Assignment, assign_pseudo_labels, identity_labels
 
+        features = global_features(features, self.config.model.parts)  # stripes serve the loss, not the clusters
         if self.config.train.supervised:
             labels = identity_labels([pid for _, pid, _ in self.dataset.train])
             return Assignment(labels=labels, train_labels=labels,
@@ -223,24 +226,31 @@ class Trainer:
                      ) -> ClusterMemory | EpochMemory:
         """A fresh memory for this epoch's clusters, initialised from the ``(N, D)`` features.
 
+        With ``model.parts``, the mode's memory on the global piece inside a :class:`PartMemory`.
         With the clustering ensemble (``(G, N)`` ``ensemble_labels`` and ``(N,)`` ``ensemble_nested``)
-        or ``memory.camera_proxies``, an :class:`hhcl.memory.EpochMemory` around it.
+        or ``memory.camera_proxies``, an :class:`hhcl.memory.EpochMemory` around it, whose terms
+        read the global piece.
         """
         memory_config = self.config.memory
+        num_parts = self.config.model.parts
+        global_piece = global_features(features, num_parts)
         generator = torch.Generator().manual_seed(derived_seed(self.config.train.seed, "memory", epoch))
 
-        def filled(memory_labels: np.ndarray) -> ClusterMemory:
+        def filled(memory_labels: np.ndarray, with_parts: bool = False) -> ClusterMemory:
             labels_tensor = torch.from_numpy(memory_labels)
             num_clusters = int(memory_labels.max()) + 1
-            memory = build_memory(memory_config.mode, features.shape[1], num_clusters,
+            memory = build_memory(memory_config.mode, global_piece.shape[1], num_clusters,
                                   temperature=memory_config.temperature, momentum=memory_config.momentum,
                                   hard_weight=memory_config.hard_weight, loss_form=memory_config.loss_form,
                                   num_instances=self.config.train.num_instances)
-            memory.initialize(cluster_centers(features, labels_tensor, num_clusters), features, labels_tensor,
+            source = global_piece
+            if with_parts and num_parts:
+                memory, source = PartMemory(memory, num_parts, memory_config.part_weight), features
+            memory.initialize(cluster_centers(source, labels_tensor, num_clusters), source, labels_tensor,
                               generator)
             return memory
 
-        memory = filled(labels)
+        memory = filled(labels, with_parts=True)
         parts: dict[str, Any] = {}
         if ensemble_labels is not None:
             # rows from every member of a granularity's clusters; only the images that nest train them
@@ -251,9 +261,9 @@ class Trainer:
         if memory_config.camera_proxies:
             cameras = [camid for _, _, camid in self.dataset.train]
             proxy_targets, proxy_identities, proxy_cameras = camera_proxy_index(labels, cameras)
-            proxies = CameraProxyMemory(features.shape[1], proxy_identities, proxy_cameras,
+            proxies = CameraProxyMemory(global_piece.shape[1], proxy_identities, proxy_cameras,
                                         temperature=memory_config.temperature, momentum=memory_config.momentum)
-            proxies.initialize(cluster_centers(features, proxy_targets, len(proxy_identities)))
+            proxies.initialize(cluster_centers(global_piece, proxy_targets, len(proxy_identities)))
             parts.update(camera_proxies=proxies, proxy_targets=proxy_targets)
         if parts:
             memory = EpochMemory(memory, **parts)

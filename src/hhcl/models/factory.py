@@ -55,7 +55,7 @@ def check_arch(arch: str) -> None:
 
 def build_model(arch: str, pooling: str = "avg", num_features: int = 0, last_stride: int = 1, norm: bool = True,
                 weights: str | PathLike[str] | None = None, freeze_bn: bool = False,
-                patch_stride: int = 16) -> ReIDModel:
+                patch_stride: int = 16, parts: int = 0) -> ReIDModel:
     """Build the re-ID model ``arch`` with its head; load ``weights`` (a local file) when given.
 
     - ``pooling``: ``"avg"`` or ``"gem"``.
@@ -65,7 +65,9 @@ def build_model(arch: str, pooling: str = "avg", num_features: int = 0, last_str
     - ``last_stride``: stride of the last ResNet stage (1 gives a 16x8 map for 256x128 input).
       OSNet's last stage and a ViT have no stride, so they only take 1.
     - ``patch_stride``: a ViT's patch stride; 12 overlaps its 16x16 patches as TransReID does.
-    - ``norm``: L2-normalise the eval-mode output.
+    - ``parts``: P > 0 adds the features of P horizontal stripes of the feature map after the
+      global one, ``(B, (1+P)*D)`` (see :class:`ReIDModel`); CNN backbones only.
+    - ``norm``: L2-normalise the eval-mode output (with parts, each piece, the whole unit length).
     - ``freeze_bn``: keep every BatchNorm in eval mode while training.
 
     Input ``(B, 3, H, W)`` float32 normalised with the ImageNet mean/std; output ``(B, model.feature_dim)``.
@@ -78,10 +80,12 @@ def build_model(arch: str, pooling: str = "avg", num_features: int = 0, last_str
     if num_features < 0:
         raise HHCLError(f"num_features must be 0 (no embedding) or positive, got {num_features}")
     backbone_options = _check_vit_options(arch, pooling, patch_stride)
+    head_options = _check_parts(arch, parts)
     build_options = {"arch": arch, "pooling": pooling, "num_features": num_features, "last_stride": last_stride,
-                     "norm": norm, **backbone_options}
+                     "norm": norm, **backbone_options, **head_options}
     model = ReIDModel(BACKBONES[arch](last_stride, **backbone_options), build_pooling(pooling),
-                      num_features=num_features, norm=norm, freeze_bn=freeze_bn, build_options=build_options)
+                      num_features=num_features, norm=norm, freeze_bn=freeze_bn, build_options=build_options,
+                      **head_options)
     if weights is not None:
         load_weights(model, weights)
     return model
@@ -102,3 +106,13 @@ def _check_vit_options(arch: str, pooling: str, patch_stride: int) -> dict[str, 
         raise HHCLError(f"{arch}'s feature is its class token, which pooling {pooling!r} would change: use pooling "
                         f"'avg', which passes it through")
     return {"patch_stride": patch_stride}
+
+
+def _check_parts(arch: str, parts: int) -> dict[str, int]:
+    """``{"parts": P}`` when ``parts`` asks for stripes (absent at 0, so files without parts keep their options)."""
+    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 0:
+        raise HHCLError(f"parts must be 0 (global feature only) or a number of horizontal stripes, got {parts!r}")
+    if parts and arch in VIT_CONFIGS:
+        raise HHCLError(f"model.parts needs a CNN backbone: {arch}'s feature is its class token, not a map to cut "
+                        f"into stripes; use parts 0 or a ResNet/OSNet arch")
+    return {"parts": parts} if parts else {}

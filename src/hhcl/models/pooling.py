@@ -1,4 +1,5 @@
-"""Global pooling of a feature map into one vector per image: average or generalised mean (GeM)."""
+"""Global pooling of a feature map into one vector per image: average or generalised mean (GeM);
+and the same pooling over horizontal stripes of the map (``model.parts``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,22 @@ class GeneralizedMeanPool(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p.item():.4f}, eps={self.eps}"
+
+
+def stripe_bounds(height: int, parts: int) -> list[tuple[int, int]]:
+    """``[(start, end), ...]``: the rows of each of ``parts`` horizontal stripes of a ``height``-row map, top first.
+
+    The bounds of adaptive pooling: stripe ``p`` covers rows ``floor(p*h/P)`` to ``ceil((p+1)*h/P)``.
+    When ``h`` is a multiple of ``P`` the stripes tile the map; otherwise neighbouring stripes share
+    a row, and with ``h < P`` some stripes are the same row, so every stripe holds at least one row.
+    """
+    return [((index * height) // parts, -((-(index + 1) * height) // parts)) for index in range(parts)]
+
+
+def pool_stripes(feature_map: torch.Tensor, parts: int, pooling: nn.Module) -> torch.Tensor:
+    """``(B, C, h, w) -> (B, parts, C)``: ``pooling`` applied to each horizontal stripe (:func:`stripe_bounds`)."""
+    stripes = [pooling(feature_map[:, :, start:end]) for start, end in stripe_bounds(feature_map.shape[2], parts)]
+    return torch.stack(stripes, dim=1)
 
 
 POOLINGS = ("avg", "gem")

@@ -103,8 +103,12 @@ def test_parts_are_off_by_default_and_checked_in_one_line():
 def test_cluster_knn_takes_the_knn_methods():
     assert cfg.load_config("market1501_resnet50").cluster.knn == "auto"
     assert cfg.load_config("market1501_resnet50", ["cluster.knn=faiss"]).cluster.knn == "faiss"
-    with pytest.raises(HHCLError, match=r"cluster.knn = 'flat' is invalid; it must be one of auto, matmul, faiss, "):
+    assert cfg.load_config("market1501_resnet50", ["cluster.knn=approximate"]).cluster.knn == "approximate"
+    with pytest.raises(HHCLError, match=r"cluster.knn = 'flat' is invalid; it must be one of auto, exact, approximate, "):
         cfg.load_config("market1501_resnet50", ["cluster.knn=flat"])
+    assert cfg.load_config("market1501_resnet50", ["cluster.knn_nprobe=32"]).cluster.knn_nprobe == 32
+    with pytest.raises(HHCLError, match=r"cluster.knn_nprobe = -1 is invalid"):
+        cfg.load_config("market1501_resnet50", ["cluster.knn_nprobe=-1"])
 
 
 def test_the_ensemble_and_camera_proxy_keys_are_off_by_default_and_checked():

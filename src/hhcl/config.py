@@ -33,7 +33,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # what hhcl.models.inference runs
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # train.precision: hhcl.engine.runtime resolves auto to one of PRECISIONS
 EPS_SELECTIONS = ("images", "clusters")  # as hhcl.cluster.reliability ranks eps candidates
 OUTLIER_MODES = ("drop", "instances")
-KNN_METHODS = ("auto", "matmul", "faiss", "faiss-ivf", "faiss-hnsw")  # hhcl.cluster.knn's search methods
+KNN_METHODS = ("auto", "exact", "approximate", "matmul", "faiss", "faiss-ivf", "faiss-hnsw")  # hhcl.cluster.knn's search methods
 
 
 @dataclass
@@ -111,9 +111,12 @@ class ClusterConfig:
     # pseudo-identity of its own ("instances", as SpCL does): a memory row and a place in the
     # batches (its K draws are augmented copies of the one image), its row updated like a cluster's.
     outliers: str = "drop"
-    # The pseudo-labels' kNN search (hhcl.cluster.knn): "auto" (faiss's exact search on the GPU when
-    # faiss has GPU support and the features are on CUDA, else the exact matmul search), "matmul",
-    # "faiss" (exact), or faiss's approximate "faiss-ivf" / "faiss-hnsw" for very large pools.
+    # The pseudo-labels' kNN search (hhcl.cluster.knn): "exact" (faiss's flat search on the GPU when
+    # faiss has GPU support and the features are on CUDA, else hhcl's matmul search), "approximate"
+    # (faiss's inverted-file index, for pools of hundreds of thousands of images and more), or "auto":
+    # exact below hhcl.cluster.knn.APPROXIMATE_FROM images, approximate from there on when faiss is
+    # installed. The run log says which ran, with its parameters. Also by name: "matmul", "faiss"
+    # (exact), "faiss-ivf" (= approximate), "faiss-hnsw".
     knn: str = "auto"
     # A multi-granularity clustering ensemble (hhcl.cluster.ensemble, after MGCE-HCL), e.g. [0.5, 0.6, 0.7]:
     # the same features are also clustered at each of these eps (one Jaccard graph for all), and each
@@ -121,6 +124,9 @@ class ClusterConfig:
     # whose labels nest from the finest clustering to the coarsest take part in those terms. The
     # pseudo-labels at eps still drive the sampler, the guard and the main memory. Empty: off.
     ensemble_eps: list = field(default_factory=list)
+    # Lists the approximate search probes per image (0: hhcl.cluster.knn.DEFAULT_NPROBE). More lists
+    # find more of the true neighbours, in proportionally more time.
+    knn_nprobe: int = 0
 
 
 @dataclass
@@ -263,6 +269,7 @@ class Config:
             ("model.parts", self.model.parts >= 0, "0 (global feature only) or a number of horizontal stripes"),
             ("cluster.outliers", self.cluster.outliers in OUTLIER_MODES, f"one of {', '.join(OUTLIER_MODES)}"),
             ("cluster.knn", self.cluster.knn in KNN_METHODS, f"one of {', '.join(KNN_METHODS)}"),
+            ("cluster.knn_nprobe", self.cluster.knn_nprobe >= 0, "0 (the default) or a positive number of lists"),
             ("cluster.camera_prior_images", self.cluster.camera_prior_images >= 0, "a number >= 0"),
             ("cluster.min_compactness", 0 <= self.cluster.min_compactness < 1, "in [0, 1)"),
             ("guard.min_clustered_share", 0 <= self.guard.min_clustered_share <= 1, "in [0, 1]"),

@@ -62,7 +62,7 @@ def test_cuda_chunk_path_gives_the_reference_lists(reference):
 
 
 @needs_faiss
-@pytest.mark.parametrize("method", ["faiss-ivf", "faiss-hnsw"])
+@pytest.mark.parametrize("method", ["faiss-ivf", "approximate", "faiss-hnsw"])
 def test_approximate_indexes_find_most_true_neighbours(reference, method):
     features, _ = reference.clustered_features(1000, 32, seed=4)
     features = features.astype(np.float32)
@@ -119,12 +119,41 @@ def test_auto_is_the_matmul_search_on_cpu_and_says_so():
     features = torch.nn.functional.normalize(torch.randn(20, 8), dim=1)
     assert knn.resolve_method("auto", features) == "matmul" and knn.resolve_method("auto") == "matmul"
     described = knn.describe_method("auto", features)
-    assert described.startswith("matmul search (exact) on CPU (knn auto; faiss ")
+    assert described.startswith("matmul search (exact) on CPU (knn auto: 20 images, approximate from 200,000; faiss ")
     assert ("faiss installed" in described) == knn.faiss_available()
     assert knn.describe_method("faiss", features) == "faiss (IndexFlatIP, exact) on CPU"
     assert knn.describe_method("faiss-hnsw", features) == "faiss (IndexHNSWFlat, approximate) on CPU"
-    with pytest.raises(HHCLError, match="unknown kNN method 'flat'; choose one of auto, matmul, faiss"):
+    assert knn.describe_method("exact", features) == "matmul search (exact) on CPU (knn exact)"
+    with pytest.raises(HHCLError, match="unknown kNN method 'flat'; choose one of auto, exact, approximate, matmul"):
         knn.resolve_method("flat", features)
+
+
+@pytest.mark.parametrize("faiss_installed", [True, False])
+def test_auto_turns_approximate_from_the_threshold_when_faiss_is_installed(monkeypatch, faiss_installed):
+    monkeypatch.setattr(knn, "faiss_available", lambda: faiss_installed)
+    monkeypatch.setattr(knn, "APPROXIMATE_FROM", 50)
+    small = torch.nn.functional.normalize(torch.randn(49, 8), dim=1)
+    large = torch.nn.functional.normalize(torch.randn(50, 8), dim=1)
+    assert knn.resolve_method("auto", small) == "matmul"
+    assert knn.resolve_method("auto", large) == ("faiss-ivf" if faiss_installed else "matmul")
+    described = knn.describe_method("auto", large, nprobe=2)
+    if faiss_installed:
+        assert described.startswith("faiss (IndexIVFFlat, approximate, 3 lists, nprobe 2) on CPU (knn auto: 50 images")
+    else:
+        assert described.startswith("matmul search (exact) on CPU (knn auto: 50 images, approximate from 50; "
+                                    "faiss not installed")
+    assert knn.resolve_method("approximate", small) == "faiss-ivf"  # a method named is the method run
+
+
+def test_inverted_file_lists_grow_as_the_square_root():
+    assert [knn.ivf_lists(n) for n in (10, 1_000, 100_000, 1_000_000)] == [1, 62, 1024, 4096]
+    assert all(knn.ivf_lists(n) * 16 <= n for n in (16, 100, 5_000))
+
+
+def test_nprobe_must_be_positive():
+    features = torch.nn.functional.normalize(torch.randn(20, 8), dim=1)
+    with pytest.raises(HHCLError, match="nprobe=0 must be a positive number of lists"):
+        nearest_neighbours(features, 3, method="matmul", nprobe=0)
 
 
 @pytest.mark.parametrize("gpu_faiss", [True, False])
@@ -161,3 +190,14 @@ def test_faiss_flat_gives_the_matmul_lists_and_pseudo_labels(reference):
     assert stats_matmul["num_clusters"] > 10
     np.testing.assert_array_equal(labels_faiss, labels_matmul)
     assert stats_faiss["knn"].startswith("faiss (IndexFlatIP") and stats_matmul["knn"].startswith("matmul")
+
+
+@needs_faiss
+def test_the_inverted_file_search_probing_every_list_is_exact(reference):
+    features, _ = reference.clustered_features(1000, 32, seed=4)
+    features = features.astype(np.float32)
+    exact = nearest_neighbours(features, 10)
+    few = nearest_neighbours(features, 10, method="approximate", nprobe=1)
+    every = nearest_neighbours(features, 10, method="approximate", nprobe=knn.ivf_lists(1000))
+    np.testing.assert_array_equal(every.indices, exact.indices)
+    assert (few.indices == exact.indices).all(axis=1).mean() < 1.0  # one list of 64 misses some

@@ -130,6 +130,14 @@ def test_approximate_neighbours_give_nearly_the_exact_labels(reference, knn_meth
     assert adjusted_rand_score(exact, approximate) > 0.95
 
 
+@needs_faiss
+def test_the_approximate_search_takes_its_probes_and_says_so(reference):
+    features, _ = reference.clustered_features(1000, 32, seed=5, identities_per_group=3, group_cosine=0.7)
+    features = features.astype(np.float32)
+    _, stats = pseudo_labels(features, eps=0.5, knn="approximate", knn_nprobe=3)
+    assert stats["knn"] == "faiss (IndexIVFFlat, approximate, 62 lists, nprobe 3) on CPU (knn approximate)"
+
+
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_cuda_features_give_the_cpu_labels(reference, dtype):

@@ -119,7 +119,7 @@ def test_counting_clusters_does_not_reward_a_merge(monkeypatch):
     dense = np.where(groups[:, None] == groups[None, :], 0.1, 0.5)
     np.fill_diagonal(dense, 0.0)
     matrix = sparse.csr_matrix(dense)
-    monkeypatch.setattr(reliability, "jaccard_distance", lambda features, k1, k2, knn="auto": matrix)
+    monkeypatch.setattr(reliability, "jaccard_distance", lambda features, k1, k2, knn="auto", knn_nprobe=None: matrix)
     features = np.zeros((12, 2))
     _, by_clusters = adaptive_pseudo_labels(features, eps=0.3, eps_candidates=[0.2, 0.6], reliability_margin=0.02,
                                             eps_selection="clusters")

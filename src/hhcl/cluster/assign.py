@@ -213,12 +213,13 @@ def _dbscan(features, cluster, progress: bool) -> tuple[np.ndarray, dict]:
             features, eps=cluster.eps, min_samples=cluster.min_samples, k1=cluster.k1, k2=cluster.k2,
             eps_quantile=cluster.eps_quantile, eps_candidates=cluster.eps_candidates,
             reliability_margin=cluster.reliability_margin, reliability_threshold=cluster.reliability_threshold,
-            eps_selection=cluster.eps_selection, knn=cluster.knn)
+            eps_selection=cluster.eps_selection, knn=cluster.knn, knn_nprobe=cluster.knn_nprobe or None)
         log.info("eps %.3f, %d DBSCAN clusters, %d unreliable images left out", stats["eps"],
                  stats["dbscan_clusters"], stats["unreliable_images"])
     else:
         labels, stats = pseudo_labels(features, eps=cluster.eps, min_samples=cluster.min_samples,
-                                      k1=cluster.k1, k2=cluster.k2, knn=cluster.knn, progress=progress)
+                                      k1=cluster.k1, k2=cluster.k2, knn=cluster.knn, progress=progress,
+                                      knn_nprobe=cluster.knn_nprobe or None)
     log.info("pseudo-label kNN: %s", stats["knn"])
     return np.asarray(labels, dtype=np.int64), stats
 

@@ -419,17 +419,20 @@ def neighbourhood_weights_of(
     block_size: int | None = None,
     progress: bool = False,
     clock: PhaseClock | None = None,
+    knn_nprobe: int | None = None,
 ) -> NeighbourhoodWeights:
     """Steps 1-4 of the module docstring: the query-expanded weights V of every image.
 
     features: (N, D) L2-normalised, torch (CPU or CUDA) or numpy; float16/32/64.
     clock: records the phases knn, reciprocal_sets, weights and query_expansion.
+    knn_nprobe: lists probed by the approximate search (None: its default).
     """
     clock = clock or PhaseClock()
     with clock.phase("knn"):
         x = as_feature_tensor(features)
         k1, k2 = _checked_neighbourhood_sizes(x.shape[0], k1, k2)
-        neighbours = nearest_neighbours(x, k1, method=knn, block_size=block_size, progress=progress)
+        neighbours = nearest_neighbours(x, k1, method=knn, block_size=block_size, nprobe=knn_nprobe,
+                                        progress=progress)
     with clock.phase("reciprocal_sets"):
         expanded = expanded_neighbourhoods(neighbours.indices, k1)
     with clock.phase("weights"):
@@ -449,6 +452,7 @@ def jaccard_distance(
     knn: str = "auto",
     block_size: int | None = None,
     progress: bool = False,
+    knn_nprobe: int | None = None,
 ) -> sp.csr_matrix:
     """The k-reciprocal Jaccard distance between all pairs of images, as a sparse matrix.
 
@@ -457,14 +461,16 @@ def jaccard_distance(
     k2: neighbours averaged by the local query expansion.
     max_distance: keep only the pairs at most this far (much faster); None keeps every pair
         whose expanded neighbourhoods overlap.
-    knn: "auto", "matmul", "faiss", "faiss-ivf" or "faiss-hnsw" (see hhcl.cluster.knn).
+    knn: one of KNN_METHODS ("auto", "exact", "approximate", ...; see hhcl.cluster.knn);
+    knn_nprobe: lists probed by the approximate search (None: its default).
     Returns an (N, N) symmetric CSR float32 matrix with sorted indices, diagonal included; an
     absent pair is at distance 1 (or beyond max_distance). Stored zeros are real distances of 0
     (duplicate images): do not call ``eliminate_zeros`` on it.
     """
     if max_distance is not None and not 0 <= max_distance <= 1:
         raise HHCLError(f"max_distance={max_distance!r} must lie in [0, 1] (or be None to keep every pair)")
-    weights = neighbourhood_weights_of(features, k1=k1, k2=k2, knn=knn, block_size=block_size, progress=progress)
+    weights = neighbourhood_weights_of(features, k1=k1, k2=k2, knn=knn, block_size=block_size, progress=progress,
+                                       knn_nprobe=knn_nprobe)
     diagonal = self_overlaps(weights.weights)
     if max_distance is None:
         return symmetric_distance(overlap_sums(weights.weights), diagonal)

@@ -5,23 +5,33 @@ the k-reciprocal sets built on it (and through them the pseudo-labels) do not de
 matmul kernel happened to break ties.
 
 Methods:
+    "exact"       the exact search for the features' device: "faiss" for features on CUDA when
+                  faiss has GPU support, else "matmul".
+    "approximate" faiss's inverted-file index ("faiss-ivf" with its default parameters).
+    "auto"        "exact" below :data:`APPROXIMATE_FROM` images, "approximate" from there on when
+                  faiss is installed (the exact search is N^2 D work: fine for a training set of
+                  tens of thousands of images, hours at a million).
     "matmul"      exact, on the features' device. On CPU: tiles of the upper triangle of the
                   similarity matrix only (each tile serves its rows and its columns), keeping a
                   running top-k per row; on CUDA: chunks of rows against all, with torch top-k.
-                  Never holds more than a (block, block) tile or a (block, N) chunk.
+                  Never holds more than a (block, block) tile or a (block, N) chunk. On CPU it
+                  computes each similarity once where faiss's flat search computes each twice.
     "faiss"       exact; faiss ``IndexFlatIP`` (float32), on the GPU when the features are on
                   CUDA and faiss has GPU support, else on CPU.
-    "faiss-ivf"   approximate; ``IndexIVFFlat`` probing ``nprobe`` of its lists (GPU as "faiss").
-    "faiss-hnsw"  approximate; ``IndexHNSWFlat`` (CPU), for millions of images.
-    "auto"        "faiss" for features on CUDA when faiss has GPU support; else "matmul". On CPU
-                  the symmetric tiling computes each similarity once, where faiss's exact flat
-                  search computes every one twice, so it is the cheaper exact method there
-                  (``python -m benchmarks.knn_backend`` measures both; figures in
-                  docs/benchmarks.md). faiss stays available by name, and its approximate indexes
-                  are the way to go beyond a few hundred thousand images.
+    "faiss-ivf"   approximate; ``IndexIVFFlat`` with about ``4 sqrt(N)`` lists (a power of two),
+                  k-means trained on a fixed-seed sample, probing ``nprobe`` lists per image
+                  (:data:`DEFAULT_NPROBE` unless given). Every image is assigned to its lists
+                  once: the same coarse search places it in the index and chooses the lists it
+                  probes. Deterministic on one machine (fixed k-means seed). GPU as "faiss".
+    "faiss-hnsw"  approximate; ``IndexHNSWFlat`` (CPU).
 
-:func:`resolve_method` says which method "auto" becomes, :func:`describe_method` says it in words
-(for a run log). The exact methods give the same lists, so the same pseudo-labels.
+``python -m benchmarks.knn_backend`` and ``python -m benchmarks.pseudo_labels`` measure them
+(time, agreement with the exact lists and labels; figures in docs/benchmarks.md), and the
+threshold of "auto" comes from those runs.
+
+:func:`resolve_method` says which method a name becomes, :func:`describe_method` says it in words
+with its parameters (for a run log). The exact methods give the same lists, so the same
+pseudo-labels.
 """
 
 from __future__ import annotations
@@ -36,6 +46,15 @@ import torch
 
 from hhcl.config import KNN_METHODS
 from hhcl.errors import HHCLError
+
+# "auto" switches from the exact to the approximate search at this many images (when faiss is
+# installed): where the approximate search is several times faster and its pseudo-labels agree
+# with the exact ones (benchmarks.knn_backend, benchmarks.pseudo_labels).
+APPROXIMATE_FROM = 200_000
+# Lists probed per image by the inverted-file search when nprobe is not given.
+DEFAULT_NPROBE = 16
+# k-means sample of the inverted-file index: this many images per list, at most.
+TRAINING_POINTS_PER_LIST = 16
 
 # How far a row's norm may be from 1 before we refuse the features (float16 rounding of a
 # 2048-d unit vector moves its norm by about 1e-3).
@@ -82,31 +101,58 @@ def _on_cuda(features) -> bool:
     return isinstance(features, torch.Tensor) and features.device.type == "cuda"
 
 
+def _num_rows(features) -> int | None:
+    return None if features is None else int(features.shape[0])
+
+
+def ivf_lists(num_points: int) -> int:
+    """Lists of the inverted-file index for ``num_points`` images: the power of two nearest to
+    ``4 sqrt(N)``, at most ``N / 16`` (each list's centroid needs a few training images)."""
+    target = max(1.0, 4.0 * math.sqrt(num_points))
+    lists = 2 ** round(math.log2(target))
+    return int(max(1, min(lists, num_points // 16)))
+
+
 def resolve_method(method: str, features=None) -> str:
     """The method that runs for ``method`` (one of KNN_METHODS) on ``features`` (or on CPU when None).
 
-    "auto" is "faiss" when the features are on CUDA and faiss has GPU support, else "matmul".
+    "exact" is "faiss" when the features are on CUDA and faiss has GPU support, else "matmul";
+    "approximate" is "faiss-ivf"; "auto" is "exact" below APPROXIMATE_FROM images (or without
+    faiss), "approximate" from there on.
     """
     if method not in KNN_METHODS:
         raise HHCLError(f"unknown kNN method {method!r}; choose one of {', '.join(KNN_METHODS)}")
-    if method != "auto":
-        return method
-    return "faiss" if _on_cuda(features) and faiss_gpu_available() else "matmul"
+    if method == "auto":
+        num_points = _num_rows(features)
+        large = num_points is not None and num_points >= APPROXIMATE_FROM
+        method = "approximate" if large and faiss_available() else "exact"
+    if method == "exact":
+        return "faiss" if _on_cuda(features) and faiss_gpu_available() else "matmul"
+    if method == "approximate":
+        return "faiss-ivf"
+    return method
 
 
-def describe_method(method: str, features=None) -> str:
-    """One line for a run log: what ``method`` runs as on ``features``, and where."""
+def describe_method(method: str, features=None, nprobe: int | None = None) -> str:
+    """One line for a run log: what ``method`` runs as on ``features``, where, with its parameters."""
     resolved = resolve_method(method, features)
+    num_points = _num_rows(features)
     if resolved == "matmul":
         text = "matmul search (exact) on " + ("CUDA" if _on_cuda(features) else "CPU")
     else:
         index = {"faiss": "IndexFlatIP, exact", "faiss-ivf": "IndexIVFFlat, approximate",
                  "faiss-hnsw": "IndexHNSWFlat, approximate"}[resolved]
+        if resolved == "faiss-ivf" and num_points is not None:
+            lists = ivf_lists(num_points)
+            index += f", {lists} lists, nprobe {min(lists, nprobe or DEFAULT_NPROBE)}"
         on_gpu = resolved != "faiss-hnsw" and _on_cuda(features) and faiss_gpu_available()
         text = f"faiss ({index}) on {'GPU' if on_gpu else 'CPU'}"
     if method == "auto":
         installed = "installed" if faiss_available() else "not installed"
-        text += f" (knn auto; faiss {installed}{', with GPU support' if faiss_gpu_available() else ''})"
+        size = "" if num_points is None else f"{num_points:,} images, approximate from {APPROXIMATE_FROM:,}; "
+        text += f" (knn auto: {size}faiss {installed}{', with GPU support' if faiss_gpu_available() else ''})"
+    elif method in ("exact", "approximate"):
+        text += f" (knn {method})"
     return text
 
 
@@ -272,28 +318,68 @@ def _faiss_top(x: torch.Tensor, keep: int, method: str, nprobe: int | None) -> t
     on_gpu = method != "faiss-hnsw" and x.device.type == "cuda" and faiss_gpu_available()
     points = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
     n, dim = points.shape
+    if method == "faiss-ivf":
+        return _ivf_top(faiss, points, keep, nprobe, on_gpu, x.device)
     if method == "faiss":
         index = faiss.IndexFlatIP(dim)
-    elif method == "faiss-ivf":
-        num_lists = max(1, min(n // 39, int(4 * math.sqrt(n))))
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, num_lists, faiss.METRIC_INNER_PRODUCT)
-        index.train(points)
-        index.nprobe = min(num_lists, nprobe if nprobe is not None else max(8, num_lists // 16))
     else:
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         index.hnsw.efSearch = max(64, 2 * keep)
     if on_gpu:
-        device = x.device.index if x.device.index is not None else torch.cuda.current_device()
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), device, index)
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), _gpu_number(x.device), index)
     index.add(points)
     sims = np.empty((n, keep), dtype=np.float32)
     idx = np.empty((n, keep), dtype=np.int64)
-    queries_per_call = 16384
-    for start in range(0, n, queries_per_call):
-        stop = min(start + queries_per_call, n)
+    for start in range(0, n, _QUERIES_PER_CALL):
+        stop = min(start + _QUERIES_PER_CALL, n)
         sims[start:stop], idx[start:stop] = index.search(points[start:stop], keep)
+    sims[idx < 0] = -np.inf
+    return torch.from_numpy(sims), torch.from_numpy(idx)
+
+
+_QUERIES_PER_CALL = 16384
+
+
+def _gpu_number(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _ivf_top(faiss, points: np.ndarray, keep: int, nprobe: int | None, on_gpu: bool,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-`keep` of every point with an ``IndexIVFFlat`` over the points themselves.
+
+    The coarse search of each point against the list centroids runs once: its best list places
+    the point in the index, its ``nprobe`` best lists are the ones its query scans
+    (``faiss.contrib.ivf_tools``), which halves the centroid work of add + search.
+    """
+    from faiss.contrib.ivf_tools import add_preassigned, search_preassigned
+
+    n, dim = points.shape
+    lists = ivf_lists(n)
+    probes = min(lists, nprobe if nprobe is not None else DEFAULT_NPROBE)
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+    index.cp.min_points_per_centroid = 1  # a sample of TRAINING_POINTS_PER_LIST a list is enough
+    sample_size = min(n, TRAINING_POINTS_PER_LIST * lists)
+    sample = np.sort(np.random.default_rng(0).choice(n, size=sample_size, replace=False))
+    index.train(points[sample])
+    index.nprobe = probes
+    coarse = index.quantizer
+    if on_gpu:
+        coarse = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), _gpu_number(device), coarse)
+    probed_lists = np.empty((n, probes), dtype=np.int64)
+    probed_sims = np.empty((n, probes), dtype=np.float32)
+    for start in range(0, n, _QUERIES_PER_CALL):
+        stop = min(start + _QUERIES_PER_CALL, n)
+        probed_sims[start:stop], probed_lists[start:stop] = coarse.search(points[start:stop], probes)
+    add_preassigned(index, points, np.ascontiguousarray(probed_lists[:, 0]))
+    sims = np.empty((n, keep), dtype=np.float32)
+    idx = np.empty((n, keep), dtype=np.int64)
+    for start in range(0, n, _QUERIES_PER_CALL):
+        stop = min(start + _QUERIES_PER_CALL, n)
+        sims[start:stop], idx[start:stop] = search_preassigned(
+            index, points[start:stop], keep, probed_lists[start:stop], probed_sims[start:stop])
     sims[idx < 0] = -np.inf
     return torch.from_numpy(sims), torch.from_numpy(idx)
 
@@ -333,7 +419,8 @@ def nearest_neighbours(
     """The k nearest neighbours of every point (itself included) by inner product.
 
     features: (N, D) L2-normalised, torch (CPU or CUDA) or numpy; k <= N.
-    method: one of KNN_METHODS (see the module docstring); nprobe only for "faiss-ivf".
+    method: one of KNN_METHODS (see the module docstring); nprobe: lists probed by the inverted-file
+        search ("faiss-ivf", "approximate", and "auto" when it chooses approximate; None: DEFAULT_NPROBE).
     Returns Neighbours with (N, k) indices and similarities as numpy arrays, ranked by
     decreasing similarity then increasing index (exact methods).
     """
@@ -344,6 +431,8 @@ def nearest_neighbours(
     if not 1 <= k <= n:
         raise HHCLError(f"k={k} neighbours asked of {n} points; k must be between 1 and N")
     method = resolve_method(method, x)
+    if nprobe is not None and nprobe < 1:
+        raise HHCLError(f"nprobe={nprobe} must be a positive number of lists (cluster.knn_nprobe; 0 means the default)")
     if method.startswith("faiss") and not faiss_available():
         raise HHCLError(f"kNN method {method!r} needs faiss; pip install 'hhcl[faiss]' or use method='matmul' "
                         "(in a config: cluster.knn: matmul)")

@@ -76,13 +76,14 @@ def pseudo_labels(
     knn: str = "auto",
     block_size: int | None = None,
     progress: bool = False,
+    knn_nprobe: int | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Cluster the training images into pseudo-identities.
 
     features: (N, D) L2-normalised, torch (CPU or CUDA) or numpy; float16/32/64.
     eps: DBSCAN radius on the Jaccard distance, in (0, 1) (0.45 Market, 0.6 Duke in HHCL).
     min_samples: DBSCAN's core-point count, the image itself included.
-    k1, k2, knn, block_size, progress: see hhcl.cluster.jaccard_distance.
+    k1, k2, knn, block_size, progress, knn_nprobe: see hhcl.cluster.jaccard_distance.
     Returns (labels, stats): labels (N,) int64, 0..C-1, -1 for outliers; stats has num_images,
     num_clusters, num_outliers, size_quantiles, k1, k2, eps, min_samples, num_close_pairs,
     seconds (wall clock per phase of PHASES, plus total), cpu_seconds (the same in process
@@ -98,7 +99,7 @@ def pseudo_labels(
         raise HHCLError(f"min_samples={min_samples!r} must be a positive integer (HHCL uses 4)")
     clock = PhaseClock()
     neighbourhoods = neighbourhood_weights_of(
-        features, k1=k1, k2=k2, knn=knn, block_size=block_size, progress=progress, clock=clock
+        features, k1=k1, k2=k2, knn=knn, block_size=block_size, progress=progress, clock=clock, knn_nprobe=knn_nprobe
     )
     with clock.phase("jaccard"):
         rows, cols, distances = close_pairs(neighbourhoods.weights, float(eps), exact_distances=False)
@@ -127,6 +128,6 @@ def pseudo_labels(
         "num_close_pairs": int(rows.shape[0]),
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
-        "knn": describe_method(knn, features),
+        "knn": describe_method(knn, features, knn_nprobe),
     }
     return labels, stats

@@ -138,7 +138,8 @@ def _filtered(distances, eps: float, min_samples: int, margin: float, threshold:
 
 def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int = 30, k2: int = 6,
                            eps_quantile: float | None = None, eps_candidates=(), reliability_margin: float = 0.0,
-                           reliability_threshold: float = 0.5, eps_selection: str = "images", knn: str = "auto"
+                           reliability_threshold: float = 0.5, eps_selection: str = "images", knn: str = "auto",
+                           knn_nprobe: int | None = None
                            ) -> tuple[np.ndarray, dict]:
     """Pseudo-labels ``(N,)`` int64 (-1 outliers) with eps from the data and reliability filtering.
 
@@ -162,7 +163,7 @@ def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int =
                         "(e.g. 0.02) too")
     if any(not 0 < value < 1 for value in candidates):
         raise HHCLError(f"eps_candidates={candidates} must lie in (0, 1): Jaccard distances lie in [0, 1]")
-    distances = jaccard_distance(features, k1=k1, k2=k2, knn=knn)
+    distances = jaccard_distance(features, k1=k1, k2=k2, knn=knn, knn_nprobe=knn_nprobe)
     search: dict[float, int] = {}
     if candidates:
         best = None
@@ -183,7 +184,7 @@ def adaptive_pseudo_labels(features, eps: float, min_samples: int = 4, k1: int =
     stats = {"num_images": int(len(filtered)), **cluster_statistics(filtered), "eps": float(eps),
              "min_samples": int(min_samples), "dbscan_clusters": int(labels.max(initial=-1)) + 1,
              "unreliable_images": int(((labels >= 0) & (filtered < 0)).sum()), "eps_search": search,
-             "knn": describe_method(knn, features), "seconds": {"total": time.perf_counter() - start}}
+             "knn": describe_method(knn, features, knn_nprobe), "seconds": {"total": time.perf_counter() - start}}
     return filtered, stats
 
 

@@ -105,3 +105,18 @@ def test_resume_with_both_options_matches_an_uninterrupted_run(tmp_path, tiny_co
     assert all(torch.equal(first["memory"]["state"][key], second["memory"]["state"][key])
                for key in first["memory"]["state"])
     assert [r["loss"] for r in first["history"]] == [r["loss"] for r in second["history"]]
+
+
+def test_part_features_with_the_ensemble_and_camera_proxies_train_together(tiny_config):
+    from hhcl.memory import PartMemory
+
+    trainer = Trainer(tiny_config("model.parts=2", "cluster.ensemble_eps=[0.5, 0.6]", "memory.camera_proxies=true"),
+                      None, progress=False)
+    summary = trainer.fit()
+    assert all(math.isfinite(record["loss"]) for record in summary["history"])
+    memory = trainer.memory
+    assert isinstance(memory, EpochMemory) and isinstance(memory.main, PartMemory)
+    global_dim = memory.main.global_memory.num_features
+    # the ensemble's memories and the proxies hold the global piece, a third of the (1 + 2 parts) feature
+    assert all(granularity.num_features == global_dim for granularity in memory.granularities)
+    assert memory.camera_proxies.centroid_memory.shape[1] == global_dim

@@ -231,7 +231,8 @@ def _ensemble(clustered_on, sources, cluster) -> tuple[np.ndarray, np.ndarray, d
 
     tick = time.perf_counter()
     eps_values = sorted(float(eps) for eps in cluster.ensemble_eps)
-    labels_by_eps = labels_at_eps(clustered_on, eps_values, cluster.min_samples, cluster.k1, cluster.k2, cluster.knn)
+    labels_by_eps = labels_at_eps(clustered_on, eps_values, cluster.min_samples, cluster.k1, cluster.k2, cluster.knn,
+                                  cluster.knn_nprobe or None)
     if sources is not None:
         labels_by_eps = np.stack([split_clusters_by_group(labels, sources) for labels in labels_by_eps])
     nested = nested_images(labels_by_eps)

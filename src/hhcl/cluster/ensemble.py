@@ -37,14 +37,15 @@ NESTING_MAJORITY = 0.5  # an image must follow strictly more than this share of 
 
 
 def labels_at_eps(features, eps_values: Sequence[float], min_samples: int = 4, k1: int = 30, k2: int = 6,
-                  knn: str = "auto") -> np.ndarray:
+                  knn: str = "auto", knn_nprobe: int | None = None) -> np.ndarray:
     """``(G, N)`` int64 DBSCAN labels (-1 outliers) of the ``(N, D)`` L2-normalised ``features`` at
     each of the ``G`` ``eps_values``, in their order, from one k-reciprocal Jaccard graph."""
     eps_values = [float(eps) for eps in eps_values]
     num_images = len(features)
     if not eps_values:
         return np.zeros((0, num_images), dtype=np.int64)
-    distances = jaccard_distance(features, k1=k1, k2=k2, max_distance=max(eps_values), knn=knn)
+    distances = jaccard_distance(features, k1=k1, k2=k2, max_distance=max(eps_values), knn=knn,
+                                 knn_nprobe=knn_nprobe)
     return np.stack([dbscan_labels(distances, eps, min_samples) for eps in eps_values])
 
 

@@ -264,6 +264,10 @@ def render_protocol_section(protocol: str, results: Sequence[dict[str, Any]], la
                      + (f"{metrics['mean']['mAP']:.1f}" if metrics else "-") + " |")
     lines += phase_lines(first)
     variants = [run for run in results if run not in runs and final_metrics(run["adapted"])]
+    groups = seeded_groups(variants)
+    if groups:
+        lines += option_table(groups, first, names)
+        variants = [run for run in variants if not any(run in group for group in groups.values())]
     if variants and protocol != "folders":  # the folders section lists its variants in a table of its own
         lines += ["", "Other runs on this protocol (one seed each; mAP after the last epoch, change against zero-shot):",
                   ""]
@@ -277,6 +281,36 @@ def render_protocol_section(protocol: str, results: Sequence[dict[str, Any]], la
         lines += ["", findings.strip()]
     lines.append(end)
     return "\n".join(lines)
+
+
+def seeded_groups(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Runs of one label at two seeds or more (the first seed stored as LABEL, the others as
+    LABEL-seed-N), by LABEL, each group ordered by seed."""
+    bases = {match.group(1) for run in runs if (match := re.fullmatch(r"(.+)-seed-\d+", run["label"]))}
+    groups = {base: seed_runs(runs, base) for base in sorted(bases)}
+    return {base: group for base, group in groups.items() if len(group) >= 2}
+
+
+def option_table(groups: dict[str, list[dict[str, Any]]], main: dict[str, Any], names: Sequence[str]) -> list[str]:
+    """One row per option run at several seeds: its overrides, each seed's mean mAP, the worst change of any
+    test set against zero-shot, and harm. The preset's own rows stand above it (the seeds' table)."""
+    lines = ["", "Options at several training seeds (mean mAP after the last epoch per seed; worst change is "
+             "over every test set and seed, against zero-shot):", "",
+             "| option | overrides | mean mAP per seed | worst change (mAP) | harm | CPU |", "|---|---|---|---|---|---|"]
+    for label, group in groups.items():
+        finals = [final_metrics(run["adapted"]) for run in group]
+        changes = [(final[name]["mAP"] - run["zero_shot"][name]["mAP"], name)
+                   for run, final in zip(group, finals) for name in names]
+        worst, worst_set = min(changes)
+        per_seed = ", ".join(f"{final['mean']['mAP']:.1f} (seed {run['config'].get('train', {}).get('seed', '?')})"
+                             for run, final in zip(group, finals))
+        overrides = ", ".join(f"`{item}`" for item in group[0].get("overrides", [])
+                              if not item.startswith("train.seed=")) or "-"
+        note = f"; {group[0]['note']}" if group[0].get("note") else ""
+        capability = group[0].get("cpu", "not recorded").rsplit("capability ", 1)[-1]
+        lines.append(f"| `{label}` | {overrides}{note} | {per_seed} | {worst_set} {worst:+.1f} | "
+                     f"{'**harm**' if worst < 0 else 'no'} | {capability} |")
+    return lines
 
 
 def phase_lines(run: dict[str, Any]) -> list[str]:

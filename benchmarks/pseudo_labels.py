@@ -167,6 +167,7 @@ def _print_table(results: list[dict]) -> None:
 
 APPROXIMATE_METHODS = ("approximate", "faiss-ivf", "faiss-hnsw")
 AGREEMENT_SIZE = 100_000
+PROJECTED_SIZE = 10_000_000  # the scale of docs/scaling.md, projected from the measured growth
 
 
 def run_worker(size: int, knn: str, seed: int, eps: float | None, dim: int, labels_path: str | None = None) -> dict:
@@ -333,6 +334,12 @@ def render_approximate_markdown(results: list[dict], agreements: list[dict], knn
         memory_exponent = growth_exponent(base, result, lambda r: r["peak_mib"])
         growth.append(f"from {base['num_images']:,} to {result['num_images']:,} images, total time grows as "
                       f"N^{time_exponent:.2f} and peak memory as N^{memory_exponent:.2f}")
+    if len(results) > 1 and time_exponent is not None and memory_exponent is not None:
+        largest = results[-1]
+        scale = PROJECTED_SIZE / largest["num_images"]
+        growth.append(f"projected at {PROJECTED_SIZE:,} images on this machine with the same exponents (docs/scaling.md): "
+                      f"{largest['seconds']['total'] * scale ** time_exponent / 3600:.1f} h and "
+                      f"{largest['peak_mib'] * scale ** memory_exponent / 1024:.0f} GB peak")
     agreement_rows = [[f"{a['dim']}", f"{a['adjusted_rand']:.4f}", f"{a['approximate_knn_seconds']:.1f} / "
                        f"{a['exact_knn_seconds']:.1f}", f"{a['approximate_seconds']:.1f} / {a['exact_seconds']:.1f}"]
                       for a in agreements]

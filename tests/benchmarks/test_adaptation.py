@@ -265,3 +265,19 @@ def test_real_protocols_have_their_shape(shared_data, name, images, cameras, set
     if name != "cuhk01":  # two images a person at most: one per camera
         cuhk_ids = [pid for (_, pid, _), folder in zip(protocol.train, protocol.train_folders) if folder == "cuhk01"]
         assert max(Counter(cuhk_ids).values()) == 2
+
+
+def test_an_option_run_at_several_seeds_gets_one_row_with_its_worst_change():
+    runs = [fake_result("adapt", mean_gain=2.0)]
+    for seed, gain in ((1, 1.0), (2, -0.5), (3, 3.0)):
+        run = fake_result("proxies" if seed == 1 else f"proxies-seed-{seed}", overrides=["memory.camera_proxies=true"],
+                          mean_gain=gain)
+        run["config"]["train"]["seed"] = seed
+        run["cpu"] = "AMD EPYC, torch CPU capability AVX2"
+        runs.append(run)
+    runs.append(fake_result("one-off", overrides=["optim.lr=1e-3"], mean_gain=4.0))
+    section = render_protocol_section("pairs", runs)
+    assert ("| `proxies` | `memory.camera_proxies=true` | 31.0 (seed 1), 29.5 (seed 2), 33.0 (seed 3) | "
+            "other -0.5 | **harm** | AVX2 |") in section
+    assert "- `one-off` (`optim.lr=1e-3`)" in section  # a single-seed run stays in the list below
+    assert "- `proxies" not in section

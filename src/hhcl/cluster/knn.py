@@ -52,7 +52,7 @@ from hhcl.errors import HHCLError
 # with the exact ones (benchmarks.knn_backend, benchmarks.pseudo_labels).
 APPROXIMATE_FROM = 200_000
 # Lists probed per image by the inverted-file search when nprobe is not given.
-DEFAULT_NPROBE = 16
+DEFAULT_NPROBE = 32
 # k-means sample of the inverted-file index: this many images per list, at most.
 TRAINING_POINTS_PER_LIST = 16
 
@@ -374,6 +374,9 @@ def _ivf_top(faiss, points: np.ndarray, keep: int, nprobe: int | None, on_gpu: b
         stop = min(start + _QUERIES_PER_CALL, n)
         probed_sims[start:stop], probed_lists[start:stop] = coarse.search(points[start:stop], probes)
     add_preassigned(index, points, np.ascontiguousarray(probed_lists[:, 0]))
+    # search() spreads its queries over the OpenMP threads around search_preassigned; called
+    # directly, search_preassigned does so only in this mode (faiss's parallel_mode 3: over queries).
+    index.parallel_mode = 3
     sims = np.empty((n, keep), dtype=np.float32)
     idx = np.empty((n, keep), dtype=np.int64)
     for start in range(0, n, _QUERIES_PER_CALL):

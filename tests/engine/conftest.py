@@ -1,11 +1,16 @@
 """A toy synthetic set and a toy training config, small enough for a run in a few seconds."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from hhcl.config import load_config
+
+# trainer_hooks.py holds hooks several test modules share; pytest's importlib mode does not put test
+# folders on sys.path by itself.
+sys.path.insert(0, str(Path(__file__).parent))
 
 TINY_SET = {"num_identities": 12, "images_per_identity": 6, "num_cameras": 3, "height": 32, "width": 16, "seed": 0,
             "camera_strength": 0.0}

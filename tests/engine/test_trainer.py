@@ -10,6 +10,7 @@ from hhcl.engine.checkpoint import load_checkpoint
 from hhcl.engine.trainer import derived_seed
 from hhcl.errors import HHCLError
 from hhcl.models import build_model, load_weights
+from trainer_hooks import InterruptAt
 
 
 def model_weights(path):
@@ -20,17 +21,6 @@ def assert_same_tensors(first: dict, second: dict):
     assert first.keys() == second.keys()
     for key in first:
         assert torch.equal(first[key], second[key]), key
-
-
-class InterruptAt(Hook):
-    """Stands for a killed process: raises after a given optimizer step."""
-
-    def __init__(self, iteration: int):
-        self.iteration = iteration
-
-    def after_iteration(self, trainer, loss):
-        if trainer.iteration == self.iteration:
-            raise KeyboardInterrupt
 
 
 def _finished_run(tmp_path, config):

@@ -12,6 +12,7 @@ from hhcl.cluster.assign import assign_pseudo_labels
 from hhcl.engine import Hook, Trainer
 from hhcl.engine.checkpoint import load_checkpoint
 from hhcl.memory import ClusterMemory, EpochMemory
+from trainer_hooks import InterruptAt
 
 
 class KeepAssignments(Hook):
@@ -20,15 +21,6 @@ class KeepAssignments(Hook):
 
     def after_cluster(self, trainer, assignment):
         self.assignments.append(assignment)
-
-
-class InterruptAt(Hook):
-    def __init__(self, iteration: int):
-        self.iteration = iteration
-
-    def after_iteration(self, trainer, loss):
-        if trainer.iteration == self.iteration:
-            raise KeyboardInterrupt
 
 
 def test_the_loader_yields_each_images_row_in_the_training_set(tiny_config):

@@ -303,6 +303,17 @@ def test_camera_proxy_index_has_one_proxy_per_identity_and_camera_present():
     assert cameras.tolist() == [0, 1, 0, 2, 1]
 
 
+def test_camera_proxy_index_cross_camera_only_leaves_the_one_camera_identities_without_proxies():
+    proxy_of_image, identities, cameras = mem.camera_proxy_index(PROXY_LABELS, PROXY_IMAGE_CAMERAS,
+                                                                 cross_camera_only=True)
+    # identity 2 holds images in camera 1 only: its image gets no proxy, like the outlier
+    assert proxy_of_image.tolist() == [0, 0, 1, 2, 3, -1, -1]
+    assert identities.tolist() == [0, 0, 1, 1]
+    assert cameras.tolist() == [0, 1, 0, 2]
+    none, no_identities, _ = mem.camera_proxy_index([0, 0, 1, -1], [3, 3, 4, 4], cross_camera_only=True)
+    assert none.tolist() == [-1, -1, -1, -1] and len(no_identities) == 0
+
+
 def test_camera_proxy_memory_starts_at_the_camera_means_and_moves_like_a_centroid():
     features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0], [0.0, 3.0], [1.0, -1.0], [5.0, 5.0]])
     proxy_of_image, identities, cameras = mem.camera_proxy_index(PROXY_LABELS, PROXY_IMAGE_CAMERAS)
@@ -376,6 +387,23 @@ def test_epoch_memory_leaves_out_a_granularity_without_a_row_in_the_batch():
     image_ids = torch.tensor([4, 4, 4, 4])
     assert memory(features, labels[image_ids], image_ids).item() == pytest.approx(
         memory.main(features, labels[image_ids]).item())
+
+
+def test_epoch_memory_leaves_the_images_without_a_proxy_out_of_the_proxy_term():
+    memory, features, labels, _, proxy_targets = _epoch_memory()
+    memory.granularities = torch.nn.ModuleList()
+    memory.granularity_targets = torch.zeros(0, 6, dtype=torch.int64)
+    memory.proxy_targets = torch.tensor([0, 1, 2, 3, -1, -1])  # images 4 and 5: no proxy
+    image_ids = torch.tensor([5, 4, 0, 2])
+    expected = (memory.main(features, labels[image_ids])
+                + memory.camera_proxies(features[2:], memory.proxy_targets[image_ids][2:]))
+    assert memory(features, labels[image_ids], image_ids).item() == pytest.approx(expected.item())
+    only_without = torch.tensor([4, 5, 4, 5])
+    assert memory(features, labels[only_without], only_without).item() == pytest.approx(
+        memory.main(features, labels[only_without]).item())
+    before = memory.camera_proxies.centroid_memory.clone()
+    memory.update(features, labels[only_without], only_without)
+    assert torch.equal(memory.camera_proxies.centroid_memory, before)
 
 
 def test_epoch_memory_updates_each_memory_with_its_own_rows():

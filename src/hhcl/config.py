@@ -29,6 +29,7 @@ BASE_KEY = "_base_"
 
 MEMORY_MODES = ("centroid", "hard", "hybrid", "hybrid_instance")
 LOSS_FORMS = ("paper", "official")
+CAMERA_PROXY_SCOPES = ("all", "cross_camera")
 PRECISIONS = ("fp32", "bf16", "fp16")  # what hhcl.models.inference runs
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # train.precision: hhcl.engine.runtime resolves auto to one of PRECISIONS
 EPS_SELECTIONS = ("images", "clusters")  # as hhcl.cluster.reliability ranks eps candidates
@@ -161,6 +162,10 @@ class MemoryConfig:
     # against the proxies of its own camera) plus half an inter-camera term (towards its identity's
     # proxies in the other cameras, against every proxy of another identity).
     camera_proxies: bool = False
+    # Which pseudo-identities get proxies: "all" (CAP), or "cross_camera", only those with images in
+    # two cameras or more. Under one camera the intra-camera term only repeats the cluster memory's
+    # contrast with fewer negatives, and the inter-camera term has no positive.
+    camera_proxy_scope: str = "all"
     part_weight: float = 1.0  # with model.parts: the weight of the stripes' selective loss beside the global one
 
 
@@ -238,6 +243,8 @@ class Config:
             ("memory.momentum", 0.0 <= self.memory.momentum <= 1.0, "in [0, 1]"),
             ("memory.hard_weight", 0.0 <= self.memory.hard_weight <= 1.0, "in [0, 1]"),
             ("memory.part_weight", self.memory.part_weight >= 0, "a number >= 0"),
+            ("memory.camera_proxy_scope", self.memory.camera_proxy_scope in CAMERA_PROXY_SCOPES,
+             f"one of {', '.join(CAMERA_PROXY_SCOPES)}"),
             ("train.precision", self.train.precision in PRECISION_CHOICES, f"one of {', '.join(PRECISION_CHOICES)}"),
             ("train.epochs", self.train.epochs >= 1, "at least 1"),
             ("train.iters", self.train.iters >= 1, "at least 1"),

@@ -159,21 +159,28 @@ def batch_hardest_instances(
     return clusters, features[first]
 
 
-def camera_proxy_index(labels, cameras) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def camera_proxy_index(labels, cameras, cross_camera_only: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The camera proxies of a labelling: one per (pseudo-identity, camera) that holds an image.
 
     Args:
         labels: ``(N,)`` int64 pseudo-identities, ``-1`` for outliers.
         cameras: ``(N,)`` int64 camera of each image.
+        cross_camera_only: proxies only for the identities with images in two cameras or more
+            (``memory.camera_proxy_scope: cross_camera``); the others' images get no proxy.
 
     Returns:
-        ``proxy_of_image (N,)`` int64, each image's proxy (``-1`` for an outlier), then the
-        ``(P,)`` int64 ``proxy_identities`` and ``proxy_cameras``, the proxies ordered by
-        (identity, camera).
+        ``proxy_of_image (N,)`` int64, each image's proxy (``-1`` for an outlier or an image
+        left without one), then the ``(P,)`` int64 ``proxy_identities`` and ``proxy_cameras``,
+        the proxies ordered by (identity, camera).
     """
     labels = torch.as_tensor(labels, dtype=torch.int64)
     cameras = torch.as_tensor(cameras, dtype=torch.int64, device=labels.device)
     clustered = labels >= 0
+    if cross_camera_only and bool(clustered.any()):
+        identity_camera = torch.unique(torch.stack([labels[clustered], cameras[clustered]], dim=1), dim=0)
+        cameras_per_identity = torch.bincount(identity_camera[:, 0], minlength=int(labels.max()) + 1)
+        clustered &= cameras_per_identity[labels.clamp(min=0)] >= 2
     pairs, proxy = torch.unique(torch.stack([labels[clustered], cameras[clustered]], dim=1), dim=0,
                                 return_inverse=True)
     proxy_of_image = torch.full_like(labels, -1)
@@ -427,7 +434,8 @@ class EpochMemory(nn.Module):
         granularities: the clustering ensemble's memories, one per granularity, with
             ``granularity_targets (G, N)`` int64: each training image's row in each (-1: it takes
             no part in that term: an outlier there, or an image whose labels do not nest).
-        camera_proxies: a :class:`CameraProxyMemory`, with ``proxy_targets (N,)`` each image's proxy.
+        camera_proxies: a :class:`CameraProxyMemory`, with ``proxy_targets (N,)`` each image's proxy
+            (-1: no proxy, the image takes no part in that term).
 
     The loss is the mean of the main term and of each granularity's term over the batch's images
     that have a row there (a granularity with none in the batch is left out of the mean): the
@@ -471,6 +479,12 @@ class EpochMemory(nn.Module):
             if kept.numel():
                 yield memory, kept, rows[kept]
 
+    def _proxy_batch(self, image_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch positions whose image has a camera proxy, and those proxies."""
+        rows = self.proxy_targets[image_ids]
+        kept = torch.nonzero(rows >= 0).squeeze(1)
+        return kept, rows[kept]
+
     def _global_piece(self, features: torch.Tensor) -> torch.Tensor:
         """The per-image terms' input: the whole feature, or its global piece under a :class:`PartMemory`."""
         if isinstance(self.main, PartMemory):
@@ -484,7 +498,9 @@ class EpochMemory(nn.Module):
         if terms:
             loss = torch.stack([loss, *terms]).mean()
         if self.camera_proxies is not None:
-            loss = loss + self.camera_proxies(piece, self.proxy_targets[image_ids])
+            kept, rows = self._proxy_batch(image_ids)
+            if kept.numel():
+                loss = loss + self.camera_proxies(piece[kept], rows)
         return loss
 
     @torch.no_grad()
@@ -494,7 +510,9 @@ class EpochMemory(nn.Module):
         for memory, kept, rows in self._granularity_batches(image_ids):
             memory.update(piece[kept], rows)
         if self.camera_proxies is not None:
-            self.camera_proxies.update(piece, self.proxy_targets[image_ids])
+            kept, rows = self._proxy_batch(image_ids)
+            if kept.numel():
+                self.camera_proxies.update(piece[kept], rows)
 
     def extra_repr(self) -> str:
         return f"granularities={len(self.granularities)}, camera_proxies={self.camera_proxies is not None}"

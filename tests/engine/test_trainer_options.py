@@ -81,6 +81,25 @@ def test_camera_proxies_train_end_to_end_with_a_one_image_camera(tiny_config):
     assert set(zip(proxies.proxy_identities.tolist(), proxies.proxy_cameras.tolist())) == present
 
 
+def test_cross_camera_proxy_scope_keeps_proxies_for_the_identities_seen_by_two_cameras(tiny_config):
+    config = tiny_config("memory.camera_proxies=true", "memory.camera_proxy_scope=cross_camera")
+    trainer = Trainer(config, None, progress=False)
+    summary = trainer.fit()
+    assert all(math.isfinite(record["loss"]) for record in summary["history"])
+    cameras = [camid for _, _, camid in trainer.dataset.train]
+    seen_by = {}
+    for label, camera in zip(trainer.pseudo_labels.tolist(), cameras):
+        if label >= 0:
+            seen_by.setdefault(label, set()).add(camera)
+    expected = {(label, camera) for label, seen in seen_by.items() if len(seen) >= 2 for camera in seen}
+    proxies = trainer.memory.camera_proxies
+    assert expected
+    assert set(zip(proxies.proxy_identities.tolist(), proxies.proxy_cameras.tolist())) == expected
+    without_proxy = trainer.memory.proxy_targets < 0
+    one_camera = torch.tensor([label >= 0 and len(seen_by[label]) == 1 for label in trainer.pseudo_labels.tolist()])
+    assert torch.equal(without_proxy, one_camera | torch.as_tensor(trainer.pseudo_labels < 0))
+
+
 def test_resume_with_both_options_matches_an_uninterrupted_run(tmp_path, tiny_config):
     config = tiny_config("cluster.ensemble_eps=[0.5, 0.7]", "memory.camera_proxies=true")
     straight = tmp_path / "straight"

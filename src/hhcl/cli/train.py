@@ -87,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cluster.ensemble_eps")
     method.add_argument("--camera-proxies", action="store_true", default=None,
                         help="add camera-aware proxies (CAP): one memory row per pseudo-identity and camera, "
-                             "with an intra- and an inter-camera loss; memory.camera_proxies")
+                             "with an intra- and an inter-camera loss; memory.camera_proxies (memory.camera_proxy_scope="
+                             "cross_camera: only for the identities seen by two cameras or more)")
     method.add_argument("--supervised", action="store_true", default=None,
                         help="train the memories on ground-truth identities (upper bound)")
     loop = parser.add_argument_group("loop")

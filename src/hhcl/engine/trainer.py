@@ -260,7 +260,8 @@ class Trainer:
             parts["granularity_targets"] = torch.from_numpy(targets.astype(np.int64))
         if memory_config.camera_proxies:
             cameras = [camid for _, _, camid in self.dataset.train]
-            proxy_targets, proxy_identities, proxy_cameras = camera_proxy_index(labels, cameras)
+            proxy_targets, proxy_identities, proxy_cameras = camera_proxy_index(
+                labels, cameras, cross_camera_only=memory_config.camera_proxy_scope == "cross_camera")
             proxies = CameraProxyMemory(global_piece.shape[1], proxy_identities, proxy_cameras,
                                         temperature=memory_config.temperature, momentum=memory_config.momentum)
             proxies.initialize(cluster_centers(global_piece, proxy_targets, len(proxy_identities)))

@@ -59,8 +59,9 @@ def preset_summary() -> str:
             f"({identities} training identities x {images} images, {options.get('num_cameras', '?')} cameras, "
             f"{config.dataset.height}x{config.dataset.width}; see `src/hhcl/configs/demo.yaml` for the choices), "
             f"{config.train.epochs} epochs x {config.train.iters} iterations of batch {config.train.batch_size}, "
-            f"{_count(config.train.num_threads, 'compute thread')} plus "
-            f"{_count(config.dataset.num_workers, 'loader worker')}.")
+            f"{_count(config.train.num_threads, 'compute thread')}, "
+            + (f"plus {_count(config.dataset.num_workers, 'loader worker')}." if config.dataset.num_workers
+               else "the images loaded in the main process."))
 
 
 def _count(number: int, noun: str) -> str:

@@ -52,15 +52,16 @@ def config_differences(reference: dict[str, dict], config: dict[str, dict],
                        defaults: dict[str, dict] | None = None) -> list[tuple[str, Any]]:
     """``(section.key, value)`` where ``config`` differs from ``reference`` (run-environment keys left out).
 
-    A key that ``config`` lacks (a run stored before the option existed) counts with its value in
+    A key that either config lacks (a run stored before the option existed) counts with its value in
     ``defaults``, the option's default: that is how such a run behaved.
     """
     defaults = defaults or {}
     sections = [*config, *(section for section in defaults if section not in config)]
     changed = []
     for section in sections:
-        reference_values = reference.get(section) or {}
-        assumed = {key: value for key, value in (defaults.get(section) or {}).items() if key in reference_values}
+        section_defaults = defaults.get(section) or {}
+        reference_values = {**section_defaults, **(reference.get(section) or {})}
+        assumed = {key: value for key, value in section_defaults.items() if key in (reference.get(section) or {})}
         for key, value in {**assumed, **(config.get(section) or {})}.items():
             name = f"{section}.{key}"
             if name not in IGNORED_KEYS and reference_values.get(key, _ABSENT) != value:

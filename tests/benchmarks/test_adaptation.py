@@ -177,6 +177,12 @@ def test_config_differences_leave_out_the_run_environment():
                                                                                     ("model.init_mix", 0.0)]
     assert config_differences(reference, variant) == [("optim.lr", 3.5e-4)]
     assert config_differences({}, {"optim": {"lr": 1e-3}}) == [("optim.lr", 1e-3)]
+    # and the other way round: a reference stored before the option, a variant that sets it
+    newer = {"optim": {"lr": 1e-4}, "model": {"parts": 0, "init_mix": 0.5}}
+    old = {"optim": {"lr": 1e-4}, "model": {"init_mix": 0.5}}
+    assert config_differences(old, newer, {"model": {"parts": 0}}) == []
+    assert config_differences(old, {**newer, "model": {"parts": 3, "init_mix": 0.5}},
+                              {"model": {"parts": 0}}) == [("model.parts", 3)]
 
 
 def test_replace_section_leaves_other_sections_alone():

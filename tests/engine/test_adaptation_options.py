@@ -18,6 +18,7 @@ def test_adapt_preset_loads_with_its_adaptation_defaults():
     assert config.cluster.outliers == "drop" and config.cluster.separate_sources is True
     assert config.cluster.pair_outliers and config.cluster.min_compactness > 0 and config.guard.enabled
     assert config.memory.mode == "centroid"
+    assert config.memory.camera_proxies is True and config.memory.camera_proxy_scope == "cross_camera"
     assert 0 < config.model.init_mix < 1
     assert config.train.batch_size % config.train.num_instances == 0
 

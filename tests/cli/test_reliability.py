@@ -70,6 +70,11 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     return status, capsys.readouterr().err
 
 
+def default_ctrl_c() -> None:
+    """In a child before it starts: SIGINT's default action, whatever the test runner inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def hhcl_process(*argv: str, preexec_fn=None, **options) -> subprocess.Popen:
     options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **options}
     return subprocess.Popen([sys.executable, "-m", "hhcl", *argv], text=True, preexec_fn=preexec_fn, **options)
@@ -435,12 +440,12 @@ def test_one_training_per_run_folder_and_a_killed_one_does_not_block_resume(tiny
     # is loaded, and then the run ends by itself (exit 0) before the Ctrl-C arrives.
     steady = ("--set", "optim.lr=1e-12", "--set", "model.freeze_bn=true")
     long_run = train_arguments(tiny_root, run, "--epochs", "1000", *steady)
-    # Its log goes to a file, as on a terminal: a pipe that nobody reads fills after a minute or two
-    # of epochs, the training then blocks writing its log, and under a loaded suite the Ctrl-C sent
-    # at that point was twice not acted on (a failure of the test's set-up that a user never meets).
+    # Its log goes to a file, as on a terminal (a pipe nobody reads fills and blocks the run), and it
+    # starts with Ctrl-C's default action: a suite launched in the background (`.ci/run &`) ignores
+    # SIGINT, its children inherit that, and Python then installs no KeyboardInterrupt handler.
     first_log = tmp_path / "first.stderr"
     with first_log.open("w") as log_file:  # the child holds its own copy of the file
-        first = hhcl_process(*long_run, stderr=log_file)
+        first = hhcl_process(*long_run, stderr=log_file, preexec_fn=default_ctrl_c)
     wait_for(lambda: (run / "checkpoint.pth").is_file(), first)
 
     second = hhcl_process(*long_run)

@@ -60,8 +60,9 @@ def config_differences(reference: dict[str, dict], config: dict[str, dict],
     changed = []
     for section in sections:
         section_defaults = defaults.get(section) or {}
-        reference_values = {**section_defaults, **(reference.get(section) or {})}
-        assumed = {key: value for key, value in section_defaults.items() if key in (reference.get(section) or {})}
+        reference_section = reference.get(section) or {}
+        reference_values = {**section_defaults, **reference_section}
+        assumed = {key: value for key, value in section_defaults.items() if key in reference_section}
         for key, value in {**assumed, **(config.get(section) or {})}.items():
             name = f"{section}.{key}"
             if name not in IGNORED_KEYS and reference_values.get(key, _ABSENT) != value:

@@ -74,6 +74,10 @@ class ModelConfig:
     # (1 - init_mix) * trained + init_mix * initial (hhcl.models.weights.interpolate_weights).
     # Training itself, and the features clustered each epoch, use the trained weights.
     init_mix: float = 0.0
+    # > 0: the trained weights that are evaluated, saved and mixed are an exponential moving
+    # average of the optimizer's steps with this decay per step (MMT's mean net; it averages over
+    # about 1 / (1 - ema_decay) steps); 0 = the last step's weights.
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -273,6 +277,7 @@ class Config:
             ("cluster.reliability_margin", 0 <= self.cluster.reliability_margin < 0.5, "in [0, 0.5)"),
             ("cluster.reliability_threshold", 0 < self.cluster.reliability_threshold <= 1, "in (0, 1]"),
             ("model.init_mix", 0 <= self.model.init_mix < 1, "in [0, 1): the share of the starting weights kept"),
+            ("model.ema_decay", 0 <= self.model.ema_decay < 1, "in [0, 1): 0 = off, 0.97 averages about 33 steps"),
             ("model.parts", self.model.parts >= 0, "0 (global feature only) or a number of horizontal stripes"),
             ("cluster.outliers", self.cluster.outliers in OUTLIER_MODES, f"one of {', '.join(OUTLIER_MODES)}"),
             ("cluster.knn", self.cluster.knn in KNN_METHODS, f"one of {', '.join(KNN_METHODS)}"),

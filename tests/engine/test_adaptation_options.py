@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from hhcl.config import load_config
-from hhcl.engine import Trainer
+from hhcl.engine import Hook, Trainer
 from hhcl.errors import HHCLError
+from trainer_hooks import InterruptAt
 
 
 def test_adapt_preset_loads_with_its_adaptation_defaults():
@@ -127,6 +128,52 @@ def test_init_mix_saves_the_mixture_of_the_start_and_the_trained_weights(tmp_pat
     load_weights(model, tmp_path / "mixed" / "model.pth", verbose=False)
     with pytest.raises(HHCLError, match="model.init_mix"):
         load_config("base", ["model.init_mix=1.0"])
+
+
+class RecordWeights(Hook):
+    """The trained weights after each optimizer step."""
+
+    def __init__(self):
+        self.steps = []
+
+    def after_iteration(self, trainer, loss):
+        self.steps.append({name: tensor.clone() for name, tensor in trainer.model.state_dict().items()})
+
+
+def test_ema_decay_saves_the_moving_average_of_the_steps_mixed_with_the_start(tmp_path, tiny_config):
+    start = tmp_path / "start.pth"
+    torch.save({"model": Trainer(tiny_config("train.epochs=1"), None, progress=False).model.state_dict()}, start)
+    recorder = RecordWeights()
+    trainer = Trainer(tiny_config("train.epochs=2", f"model.init_weights={start}", "model.init_mix=0.5",
+                                  "model.ema_decay=0.6"), tmp_path / "run", progress=False, hooks=[recorder])
+    initial = {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+    trainer.fit()
+    assert len(recorder.steps) == 4
+    saved = torch.load(tmp_path / "run" / "model.pth", weights_only=True)["model"]
+    moved = [name for name, tensor in initial.items() if tensor.is_floating_point()
+             and not torch.equal(recorder.steps[-1][name], tensor)]
+    assert moved
+    for name in moved:
+        average = recorder.steps[0][name]  # the first step is copied, each later one weighs 1 - decay
+        for step in recorder.steps[1:]:
+            average = 0.6 * average + 0.4 * step[name]
+        torch.testing.assert_close(saved[name], (average + initial[name]) / 2)
+        assert not torch.allclose(saved[name], (recorder.steps[-1][name] + initial[name]) / 2)
+    with pytest.raises(HHCLError, match="model.ema_decay"):
+        load_config("base", ["model.ema_decay=1.0"])
+
+
+def test_resume_continues_the_weight_average_exactly(tmp_path, tiny_config):
+    config = tiny_config("train.epochs=3", "model.ema_decay=0.5")
+    Trainer(config, tmp_path / "straight", progress=False).fit()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, tmp_path / "resumed", progress=False, hooks=[InterruptAt(iteration=3)]).fit()
+    Trainer(config, tmp_path / "resumed", resume=True, progress=False).fit()
+    straight = torch.load(tmp_path / "straight" / "model.pth", weights_only=True)["model"]
+    resumed = torch.load(tmp_path / "resumed" / "model.pth", weights_only=True)["model"]
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
 
 
 def test_separate_sources_cuts_clusters_at_the_pooled_folders(tiny_config):

@@ -125,6 +125,7 @@ def trainer_state(trainer) -> dict[str, Any]:
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "model": {k: v.cpu() for k, v in trainer.model.state_dict().items()},
+        "weight_average": trainer.output_weights.state_dict(),
         "build_options": dict(trainer.model.build_options),
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(),
@@ -152,6 +153,7 @@ def restore_trainer_state(trainer, state: dict[str, Any]) -> None:
     log = logging.getLogger("hhcl")
     check_same_model(state, trainer.model.build_options)
     trainer.model.load_state_dict(state["model"])
+    trainer.output_weights.load_state_dict(state.get("weight_average"), trainer.model)
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler"):

@@ -52,7 +52,7 @@ from hhcl.memory import (
 )
 from hhcl.models.head import global_features
 from hhcl.models.inference import autocast
-from hhcl.models.weights import WeightMixture
+from hhcl.models.weights import OutputWeights
 
 log = logging.getLogger("hhcl")
 
@@ -92,7 +92,7 @@ class Trainer:
         try:
             self.dataset = load_training_dataset(config, self.context, dataset)
             self.model, self.train_model, self.channels_last = build_training_model(config, runtime)
-            self.output_weights = WeightMixture(self.model, config.model.init_mix)
+            self.output_weights = OutputWeights(self.model, config.model.init_mix, config.model.ema_decay)
             self.optimizer, self.scheduler, self.scaler = build_optimization(config, self.model, runtime)
             self.augmentation = TrainAugmentation(config.dataset.height, config.dataset.width).to(self.device)
             self.augmentation_generator = torch.Generator(device=self.device)
@@ -306,6 +306,7 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.output_weights.after_step(self.model)
             with torch.no_grad():
                 memory.update(distributed.all_gather_rows(features.detach().float()),
                               distributed.all_gather_rows(targets), distributed.all_gather_rows(image_ids))
@@ -324,8 +325,8 @@ class Trainer:
                 f"{kept}: lower optim.lr or use train.precision=fp32, then --resume")
 
     def output_model(self) -> nn.Module:
-        """The model that is evaluated and saved: the trained one, or with ``model.init_mix`` its
-        mixture with the starting weights (a separate copy, refreshed at each call)."""
+        """The model that is evaluated and saved: the trained one, or its average over the steps
+        (``model.ema_decay``), mixed with the starting weights by ``model.init_mix``."""
         return self.output_weights.model(self.model)
 
     def evaluate(self) -> dict[str, float] | None:

@@ -328,23 +328,57 @@ def interpolate_weights(trained: dict[str, torch.Tensor], initial: dict[str, tor
     return mixed
 
 
-class WeightMixture:
-    """The model that is evaluated and saved with ``model.init_mix``: WiSE-FT's mixture of the
-    starting and the trained weights (:func:`interpolate_weights`), in a copy refreshed at each call.
-    With ``initial_share`` 0 it is the trained model itself."""
+class OutputWeights:
+    """The model that is evaluated and saved: the trained weights, optionally averaged over the
+    optimizer's steps (``model.ema_decay``), then mixed with the starting weights (``model.init_mix``).
 
-    def __init__(self, model, initial_share: float) -> None:
+    The average is an exponential moving average of the iterates (torch's ``AveragedModel``), the
+    mean net that MMT evaluates: each step's sampling noise, and the swings from one epoch's
+    pseudo-labels to the next, are smoothed out of the saved model. The mixture is WiSE-FT's
+    (:func:`interpolate_weights`), in a copy refreshed at each call. With both off the output is
+    the trained model itself. Training, and the features clustered each epoch, use the trained weights.
+    """
+
+    def __init__(self, model, initial_share: float, ema_decay: float = 0.0) -> None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
         self.initial_share = float(initial_share)
         self.initial = ({name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
                         if self.initial_share > 0 else None)
+        self.average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+                        if ema_decay > 0 else None)
         self._mixed = None
 
+    def after_step(self, trained) -> None:
+        """Fold the weights of one optimizer step into the average (nothing without ``ema_decay``)."""
+        if self.average is not None:
+            self.average.update_parameters(trained)
+
+    def state_dict(self) -> dict | None:
+        """The average's state for ``--resume`` (``None`` without ``ema_decay``)."""
+        return None if self.average is None else {k: v.cpu() for k, v in self.average.state_dict().items()}
+
+    def load_state_dict(self, state: dict | None, trained) -> None:
+        """Restore :meth:`state_dict`; a checkpoint without an average starts it from ``trained``."""
+        if self.average is None:
+            return
+        if state is None:
+            import logging
+
+            logging.getLogger("hhcl").info("model.ema_decay: the checkpoint holds no weight average; it starts "
+                                           "from the resumed weights")
+            self.average.module.load_state_dict(trained.state_dict())
+            self.average.n_averaged.fill_(1)
+            return
+        self.average.load_state_dict(state)
+
     def model(self, trained):
+        source = trained if self.average is None else self.average.module
         if self.initial is None:
-            return trained
+            return source
         import copy
 
         if self._mixed is None:
-            self._mixed = copy.deepcopy(trained)
-        self._mixed.load_state_dict(interpolate_weights(trained.state_dict(), self.initial, self.initial_share))
+            self._mixed = copy.deepcopy(source)
+        self._mixed.load_state_dict(interpolate_weights(source.state_dict(), self.initial, self.initial_share))
         return self._mixed.eval()

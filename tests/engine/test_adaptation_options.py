@@ -7,7 +7,7 @@ import torch
 from hhcl.config import load_config
 from hhcl.engine import Hook, Trainer
 from hhcl.errors import HHCLError
-from trainer_hooks import InterruptAt
+from trainer_hooks import InterruptAt, assert_same_tensors, model_weights
 
 
 def test_adapt_preset_loads_with_its_adaptation_defaults():
@@ -149,7 +149,7 @@ def test_ema_decay_saves_the_moving_average_of_the_steps_mixed_with_the_start(tm
     initial = {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
     trainer.fit()
     assert len(recorder.steps) == 4
-    saved = torch.load(tmp_path / "run" / "model.pth", weights_only=True)["model"]
+    saved = model_weights(tmp_path / "run" / "model.pth")
     moved = [name for name, tensor in initial.items() if tensor.is_floating_point()
              and not torch.equal(recorder.steps[-1][name], tensor)]
     assert moved
@@ -169,11 +169,8 @@ def test_resume_continues_the_weight_average_exactly(tmp_path, tiny_config):
     with pytest.raises(KeyboardInterrupt):
         Trainer(config, tmp_path / "resumed", progress=False, hooks=[InterruptAt(iteration=3)]).fit()
     Trainer(config, tmp_path / "resumed", resume=True, progress=False).fit()
-    straight = torch.load(tmp_path / "straight" / "model.pth", weights_only=True)["model"]
-    resumed = torch.load(tmp_path / "resumed" / "model.pth", weights_only=True)["model"]
-    assert straight.keys() == resumed.keys()
-    for name in straight:
-        assert torch.equal(straight[name], resumed[name]), name
+    assert_same_tensors(model_weights(tmp_path / "straight" / "model.pth"),
+                        model_weights(tmp_path / "resumed" / "model.pth"))
 
 
 def test_separate_sources_cuts_clusters_at_the_pooled_folders(tiny_config):

@@ -10,17 +10,7 @@ from hhcl.engine.checkpoint import load_checkpoint
 from hhcl.engine.trainer import derived_seed
 from hhcl.errors import HHCLError
 from hhcl.models import build_model, load_weights
-from trainer_hooks import InterruptAt
-
-
-def model_weights(path):
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
-
-
-def assert_same_tensors(first: dict, second: dict):
-    assert first.keys() == second.keys()
-    for key in first:
-        assert torch.equal(first[key], second[key]), key
+from trainer_hooks import InterruptAt, assert_same_tensors, model_weights
 
 
 def _finished_run(tmp_path, config):

@@ -1,6 +1,18 @@
-"""Hooks the trainer tests share."""
+"""Hooks and checks the trainer tests share."""
+
+import torch
 
 from hhcl.engine import Hook
+
+
+def model_weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def assert_same_tensors(first: dict, second: dict):
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
 
 
 class InterruptAt(Hook):

@@ -107,8 +107,8 @@ def run_training(config, protocol: Protocol, *, supervised: bool, initial_train_
 
         def train_features(self, trainer: Trainer):
             features, self.cached_features = self.cached_features, None
-            # the zero-shot features serve the first epoch only when the model gives that feature
-            # (model.parts, for one, widens it): else the trainer extracts its own
+            # the zero-shot model is built as the trainer builds its own (build_starting_model), so its
+            # pool features serve the first epoch; features of another width are not that model's
             if features is not None and features.shape[1] != trainer.model.feature_dim:
                 return None
             return features
@@ -180,13 +180,14 @@ def _epoch_line(entry: dict[str, Any]) -> str:
 
 
 def zero_shot_features(config, protocol: Protocol, weights: str):
-    """``(pool features, zero-shot metrics, seconds)`` of the starting model."""
-    from hhcl.models import build_model, load_weights
+    """``(pool features, zero-shot metrics, seconds)`` of the starting model, built as training builds it:
+    with ``model.parts`` the zero-shot descriptor holds the stripes too, so that an option's change
+    against zero-shot is what its training did, not what a wider descriptor did."""
+    from hhcl.config import apply_overrides
+    from hhcl.engine.setup import build_starting_model
 
     tick = time.perf_counter()
-    model = build_model(config.model.arch, pooling=config.model.pooling, num_features=config.model.num_features,
-                        last_stride=config.model.last_stride)
-    load_weights(model, weights, verbose=False)
+    model = build_starting_model(apply_overrides(copy.deepcopy(config), [f"model.init_weights={weights}"]))
     everything = _extract(model, list(protocol.train) + evaluation_items(protocol), config, "cpu")
     return (everything[:len(protocol.train)], evaluate_test_sets(everything[len(protocol.train):], protocol),
             time.perf_counter() - tick)

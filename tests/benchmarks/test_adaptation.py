@@ -287,3 +287,32 @@ def test_an_option_run_at_several_seeds_gets_one_row_with_its_worst_change():
             "other -0.5 | **harm** | AVX2 |") in section
     assert "- `one-off` (`optim.lr=1e-3`)" in section  # a single-seed run stays in the list below
     assert "- `proxies" not in section
+
+
+def test_zero_shot_of_a_parts_model_is_the_starting_model_with_its_stripes(tmp_path, osnet_weights):
+    # An option's change against zero-shot must be what its training did: with model.parts the
+    # zero-shot model is the one training starts from, stripes included, not the global-only model.
+    from benchmarks.adaptation import zero_shot_features
+    from hhcl.config import load_config
+
+    from PIL import Image as PILImage
+
+    base = tmp_path / "duke"
+    names = {"readyTrain": ["0_c2_f01.jpg", "0_c5_f02.jpg", "1_c8_f03.jpg", "2_c1_f04.jpg"],
+             "test": ["0002_c1_f05.jpg", "0002_c7_f06.jpg", "0019_c2_f07.jpg"],
+             "query": ["0002_c2_f08.jpg", "0019_c6_f09.jpg"]}
+    rng = np.random.default_rng(0)
+    for folder, files in names.items():
+        (base / folder).mkdir(parents=True)
+        for name in files:
+            PILImage.fromarray(rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)).save(base / folder / name)
+    protocol = load_protocol(tmp_path, name="duke", duke_root=base)
+    plain = load_config("adapt", ["model.arch=osnet_x0_25"])
+    striped = load_config("adapt", ["model.arch=osnet_x0_25", "model.parts=2"])
+    plain_pool, plain_metrics, _ = zero_shot_features(plain, protocol, str(osnet_weights))
+    pool, metrics, _ = zero_shot_features(striped, protocol, str(osnet_weights))
+    assert pool.shape == (len(protocol.train), 3 * plain_pool.shape[1])
+    global_piece = torch.nn.functional.normalize(pool[:, :plain_pool.shape[1]], dim=1)
+    torch.testing.assert_close(global_piece, plain_pool, atol=1e-5, rtol=0)
+    assert not torch.allclose(pool[:, plain_pool.shape[1]:2 * plain_pool.shape[1]] * 3 ** 0.5, plain_pool, atol=1e-3)
+    assert metrics.keys() == plain_metrics.keys()

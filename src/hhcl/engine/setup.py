@@ -101,12 +101,11 @@ def load_training_dataset(config: Config, context, dataset=None):
     return dataset
 
 
-def build_training_model(config: Config, runtime: Runtime) -> tuple[nn.Module, nn.Module, bool]:
-    """``(model, train_model, channels_last)``: the model on its device with its starting weights, and
-    the module the steps run (the DDP wrapper under torchrun, else the model itself)."""
+def build_starting_model(config: Config) -> nn.Module:
+    """The model that ``config.model`` describes, on the CPU, with its starting weights
+    (``model.init_weights`` when set): what training starts from, and what a zero-shot evaluation measures."""
     from hhcl.models import build_model, load_weights
 
-    device, context = runtime.device, runtime.context
     model = build_model(config.model.arch, pooling=config.model.pooling, num_features=config.model.num_features,
                         last_stride=config.model.last_stride, weights=config.model.weights,
                         freeze_bn=config.model.freeze_bn, patch_stride=config.model.patch_stride,
@@ -114,6 +113,14 @@ def build_training_model(config: Config, runtime: Runtime) -> tuple[nn.Module, n
     if config.model.init_weights:
         report = load_weights(model, config.model.init_weights, verbose=False)
         log.info("initial weights: %s", report)
+    return model
+
+
+def build_training_model(config: Config, runtime: Runtime) -> tuple[nn.Module, nn.Module, bool]:
+    """``(model, train_model, channels_last)``: the model on its device with its starting weights, and
+    the module the steps run (the DDP wrapper under torchrun, else the model itself)."""
+    device, context = runtime.device, runtime.context
+    model = build_starting_model(config)
     channels_last = config.train.channels_last and device.type == "cuda"
     model.to(device)
     if channels_last:
@@ -140,5 +147,5 @@ def build_optimization(config: Config, model: nn.Module, runtime: Runtime):
     return optimizer, scheduler, scaler
 
 
-__all__ = ["Runtime", "build_optimization", "build_training_model", "checkpoint_to_resume", "load_training_dataset",
+__all__ = ["Runtime", "build_optimization", "build_starting_model", "build_training_model", "checkpoint_to_resume", "load_training_dataset",
            "start_runtime"]

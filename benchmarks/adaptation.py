@@ -106,11 +106,9 @@ def run_training(config, protocol: Protocol, *, supervised: bool, initial_train_
             self.previous_labels: np.ndarray | None = None
 
         def train_features(self, trainer: Trainer):
-            features, self.cached_features = self.cached_features, None
             # the zero-shot model is built as the trainer builds its own (build_starting_model), so its
-            # pool features serve the first epoch; features of another width are not that model's
-            if features is not None and features.shape[1] != trainer.model.feature_dim:
-                return None
+            # pool features serve the first epoch
+            features, self.cached_features = self.cached_features, None
             return features
 
         def after_cluster(self, trainer: Trainer, assignment) -> None:
@@ -193,8 +191,9 @@ def zero_shot_features(config, protocol: Protocol, weights: str):
             time.perf_counter() - tick)
 
 
-def run_benchmark(args: argparse.Namespace, seed: int | None = None, zero_shot=None) -> dict[str, Any]:
-    """One run of the preset on the protocol (with ``seed`` as ``train.seed`` when given)."""
+def run_benchmark(args: argparse.Namespace, seed: int | None, zero_shot) -> dict[str, Any]:
+    """One run of the preset on the protocol (with ``seed`` as ``train.seed`` when given), from the
+    protocol's ``zero_shot`` (:func:`zero_shot_features`, computed once for all seeds)."""
     import torch
 
     from hhcl.config import apply_overrides, load_config
@@ -213,8 +212,6 @@ def run_benchmark(args: argparse.Namespace, seed: int | None = None, zero_shot=N
     log.info("%s: %d training images in %d cameras; test sets: %s", args.protocol, len(protocol.train),
              len(protocol.camera_sources),
              ", ".join(f"{t.name} {len(t.query)} q / {len(t.gallery)} g" for t in protocol.test_sets))
-    if zero_shot is None:
-        zero_shot = zero_shot_features(config, protocol, args.weights)
     train_features, zero_metrics, zero_seconds = zero_shot
     log.info("zero-shot: mean mAP %.1f, rank-1 %.1f (%.0f s)", zero_metrics["mean"]["mAP"],
              zero_metrics["mean"]["rank1"], zero_seconds)
@@ -284,17 +281,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         seeds = args.seeds or [None]
         args.seeds = seeds
-        zero_shot = None
+        try:
+            protocol = load_protocol(Path(args.data_root), name=args.protocol,
+                                     duke_root=Path(args.duke_root) if args.duke_root else None)
+        except ProtocolUnavailable as reason:
+            print(f"protocol {args.protocol} skipped: {reason}")
+            return 0
+        zero_shot = zero_shot_features(load_config(args.config, [*args.set, "train.device=cpu"]), protocol,
+                                       args.weights)
         for index, seed in enumerate(seeds):
-            try:
-                if zero_shot is None:
-                    config = load_config(args.config, [*args.set, "train.device=cpu"])
-                    protocol = load_protocol(Path(args.data_root), name=args.protocol,
-                                             duke_root=Path(args.duke_root) if args.duke_root else None)
-                    zero_shot = zero_shot_features(config, protocol, args.weights)
-            except ProtocolUnavailable as reason:
-                print(f"protocol {args.protocol} skipped: {reason}")
-                return 0
             oracle = args.oracle
             args.oracle = oracle and index == 0
             result = run_benchmark(args, seed, zero_shot)

@@ -147,5 +147,5 @@ def build_optimization(config: Config, model: nn.Module, runtime: Runtime):
     return optimizer, scheduler, scaler
 
 
-__all__ = ["Runtime", "build_optimization", "build_starting_model", "build_training_model", "checkpoint_to_resume", "load_training_dataset",
-           "start_runtime"]
+__all__ = ["Runtime", "build_optimization", "build_starting_model", "build_training_model", "checkpoint_to_resume",
+           "load_training_dataset", "start_runtime"]

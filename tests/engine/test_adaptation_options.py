@@ -215,6 +215,49 @@ def test_the_guard_keeps_the_starting_weights_when_no_cluster_is_usable(tmp_path
     assert summary["trained_epochs"] == 0
 
 
+def _start_file(tmp_path, tiny_config):
+    start = tmp_path / "start.pth"
+    torch.save({"model": Trainer(tiny_config("train.epochs=1"), None, progress=False).model.state_dict()}, start)
+    return start
+
+
+def _held_at_epoch_2(tiny_config, start, *overrides):
+    """Epoch 1 trains (its features are the start's: no drift); epoch 2's features, the trained model's, have moved."""
+    return tiny_config(f"model.init_weights={start}", "model.init_mix=0.5", "model.ema_decay=0.9", "guard.enabled=true",
+                       "guard.min_cross_camera_share=0", "guard.max_drift=0.001", *overrides)
+
+
+def test_a_held_epoch_undoes_the_update_whose_features_failed(tmp_path, tiny_config, caplog):
+    import logging
+
+    start = _start_file(tmp_path, tiny_config)
+    trainer = Trainer(_held_at_epoch_2(tiny_config, start, "train.epochs=3"), tmp_path / "run", progress=False)
+    initial = {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+    with caplog.at_level(logging.INFO, logger="hhcl"):
+        summary = trainer.fit()
+    assert [epoch["guard"]["decision"] for epoch in summary["history"]] == ["train", "hold"]
+    assert trainer.iteration > 0 and trainer.trained_epochs == 0 and summary["trained_epochs"] == 0
+    assert "undid epoch 1's update" in caplog.text and "kept the starting model" in caplog.text
+    saved = model_weights(tmp_path / "run" / "model.pth")
+    for name, tensor in initial.items():
+        torch.testing.assert_close(saved[name].float(), tensor.float(), atol=1e-6, rtol=0)
+
+
+def test_a_resumed_run_undoes_the_update_made_before_it_stopped(tmp_path, tiny_config):
+    start = _start_file(tmp_path, tiny_config)
+    first = Trainer(_held_at_epoch_2(tiny_config, start, "train.epochs=1"), tmp_path / "run", progress=False)
+    initial = {name: tensor.clone() for name, tensor in first.model.state_dict().items()}
+    first.fit()
+    assert first.trained_epochs == 1
+    resumed = Trainer(_held_at_epoch_2(tiny_config, start, "train.epochs=2"), tmp_path / "run", resume=True,
+                      progress=False)
+    resumed.fit()
+    assert resumed.history[-1]["guard"]["decision"] == "hold" and resumed.trained_epochs == 0
+    saved = model_weights(tmp_path / "run" / "model.pth")
+    for name, tensor in initial.items():
+        torch.testing.assert_close(saved[name].float(), tensor.float(), atol=1e-6, rtol=0)
+
+
 def test_the_guard_lets_usable_pseudo_labels_train(tiny_config):
     trainer = Trainer(tiny_config("guard.enabled=true", "guard.min_cross_camera_share=0", "train.epochs=2"), None,
                       progress=False)

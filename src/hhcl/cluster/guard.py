@@ -21,7 +21,9 @@ comes from the training pool and the model's own features; no identity is read:
 
 The decision is ``hold`` when a share falls below its minimum or the drift passes its maximum,
 with one reason each; the trainer then makes no update for the epoch and ends the adaptation there
-(the next clustering would see the same features).
+(the next clustering would see the same features). The features judged are those of the model the
+last update made, so that update is undone too: the run keeps the last model whose own features
+passed (the starting model when the first epoch holds).
 """
 
 from __future__ import annotations
@@ -132,9 +134,12 @@ def guard_decision(statistics: dict, guard) -> tuple[str, list[str]]:
     return ("hold" if reasons else "train"), reasons
 
 
-def hold_message(reasons: list[str], trained_epochs: int) -> str:
-    """The one line a run prints when the guard holds it back."""
-    kept = "kept the starting model" if trained_epochs == 0 else f"stopped adapting after {trained_epochs} trained epochs"
+def hold_message(reasons: list[str], kept_epochs: int, undone_epoch: int | None = None) -> str:
+    """The one line a run prints when the guard holds it back (``undone_epoch``: the 1-based epoch whose
+    update was undone because its model's features are the ones that failed)."""
+    kept = "kept the starting model" if kept_epochs == 0 else f"kept the model of {kept_epochs} trained epochs"
+    if undone_epoch is not None:
+        kept = f"undid epoch {undone_epoch}'s update, whose features these are, and {kept}"
     return f"pseudo-labels too weak on this pool ({'; '.join(reasons)}): {kept}"
 
 

@@ -135,6 +135,7 @@ def trainer_state(trainer) -> dict[str, Any]:
         "num_threads": trainer.num_threads,
         "initial_neighbours": as_tensor(trainer.initial_neighbours),
         "trained_epochs": trainer.trained_epochs,
+        "passed_weights": trainer.passed_weights,
         "stop_reason": trainer.stop_reason,
         "epoch": trainer.epoch,
         "iteration": trainer.iteration,
@@ -168,6 +169,7 @@ def restore_trainer_state(trainer, state: dict[str, Any]) -> None:
         trainer.initial_neighbours = state["initial_neighbours"].numpy()
     trainer.trained_epochs = int(state.get("trained_epochs", trainer.epoch))
     trainer.stop_reason = state.get("stop_reason")
+    trainer.passed_weights = state.get("passed_weights")
     recorded_threads = state.get("num_threads")
     if recorded_threads and trainer.config.train.num_threads == 0 and recorded_threads != trainer.num_threads:
         # auto chose from the load when the run started: the same count continues it bit-identically

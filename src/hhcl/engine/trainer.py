@@ -104,7 +104,9 @@ class Trainer:
         self.memory: ClusterMemory | EpochMemory | None = None
         self.pseudo_labels: np.ndarray | None = None
         self.initial_neighbours: np.ndarray | None = None  # the guard's reference: the starting model's kNN
-        self.trained_epochs = 0  # epochs whose updates ran (the guard may hold some back)
+        self.trained_epochs = 0  # epochs whose updates the model keeps (the guard may hold one back and undo one)
+        # With the guard: the weights whose features last passed it, as they were before that epoch's update
+        self.passed_weights: dict[str, Any] | None = None
         self.stop_reason: str | None = None  # why the guard ended the adaptation early
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"mAP": None, "epoch": None}
@@ -154,6 +156,8 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         mean_loss, images_per_second = float("nan"), 0.0
         if assignment.decision == "train":
+            if config.guard.enabled:
+                self.passed_weights = self.weights_snapshot()
             self.memory = self.build_memory(features, assignment.train_labels, epoch, assignment.ensemble_labels,
                                             assignment.ensemble_nested)
             del features
@@ -166,7 +170,8 @@ class Trainer:
             self.scheduler.step()
         else:
             del features
-            self.stop_reason = hold_message(assignment.reasons, self.trained_epochs)
+            undone = self.undo_last_update()
+            self.stop_reason = hold_message(assignment.reasons, self.trained_epochs, undone)
             log.warning("%s", self.stop_reason)
         # Without SyncBN each rank's BatchNorm statistics drift apart: keep rank 0's everywhere.
         distributed.broadcast_buffers(self.model)
@@ -178,6 +183,25 @@ class Trainer:
         for hook in self.hooks:
             hook.after_epoch(self, record)
         return record
+
+    def weights_snapshot(self) -> dict[str, Any]:
+        """CPU copies of the trained weights and of their average (``model.ema_decay``)."""
+        def copied(state):
+            return None if state is None else {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+        return {"model": copied(self.model.state_dict()), "weight_average": copied(self.output_weights.state_dict())}
+
+    def undo_last_update(self) -> int | None:
+        """When the guard holds an epoch, the features it judged are those of the last update's model:
+        go back to the weights before that update, the last whose own features passed. Returns the
+        undone epoch (1-based), or None when no update ran."""
+        if self.passed_weights is None or self.trained_epochs == 0:
+            return None
+        self.model.load_state_dict(self.passed_weights["model"])
+        self.output_weights.load_state_dict(self.passed_weights["weight_average"], self.model)
+        self.passed_weights = None
+        self.trained_epochs -= 1
+        return self.epoch
 
     def extract_train_features(self) -> torch.Tensor:
         """``(N, D)`` float32 L2-normalised features of the training set, identical on every rank.

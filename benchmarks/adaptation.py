@@ -81,7 +81,8 @@ def _extract(model, items, config, device):
 
     return extract_features(model, items, batch_size=config.train.extract_batch_size, device=device,
                             height=config.dataset.height, width=config.dataset.width,
-                            num_workers=config.dataset.num_workers, precision="fp32", progress=False)
+                            num_workers=config.dataset.num_workers, precision="fp32", progress=False,
+                            compile=config.train.compile)
 
 
 def run_training(config, protocol: Protocol, *, supervised: bool, initial_train_features, evaluate_every_epoch: bool,

@@ -199,6 +199,11 @@ class TrainConfig:
     deterministic: bool = True
     num_threads: int = 0  # CPU threads; 0 = auto, one per core idle at the start (the run log says)
     extract_batch_size: int = 128
+    # Extract features (the pool each epoch, the evaluation) through torch.compile's inductor: the
+    # same features to rounding, faster once compiled, at the price of a compile per model (the
+    # trained one, the saved mixture). On CPU it needs a C++ compiler; without one, or if compiling
+    # fails, extraction runs eagerly and the run log says why.
+    compile: bool = False
     log_every: int = 20
 
 

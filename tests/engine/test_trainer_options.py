@@ -131,3 +131,22 @@ def test_part_features_with_the_ensemble_and_camera_proxies_train_together(tiny_
     # the ensemble's memories and the proxies hold the global piece, a third of the (1 + 2 parts) feature
     assert all(granularity.num_features == global_dim for granularity in memory.granularities)
     assert memory.camera_proxies.centroid_memory.shape[1] == global_dim
+
+
+def test_train_compile_extracts_the_pool_and_the_evaluation_through_torch_compile(tiny_config, monkeypatch):
+    import hhcl.models.extract as extract_module
+
+    compiled_models = []
+
+    def recording(model):
+        compiled_models.append(model)
+        return model
+
+    monkeypatch.setattr(extract_module, "compiled_or_eager", recording)
+    trainer = Trainer(tiny_config("train.epochs=1", "train.compile=true"), None, progress=False)
+    trainer.fit()
+    assert compiled_models[0] is trainer.model  # the pool, clustered by the trained model
+    assert len(compiled_models) == 2  # then the evaluation after the last epoch
+    compiled_models.clear()
+    Trainer(tiny_config("train.epochs=1"), None, progress=False).fit()
+    assert compiled_models == []

@@ -89,3 +89,48 @@ def test_fp16_on_cpu_and_unknown_precision_are_refused(model, image_paths):
         extract_features(model, image_paths, precision="fp16", progress=False)
     with pytest.raises(HHCLError, match="choose one of fp32, bf16, fp16"):
         extract_features(model, image_paths, precision="int8", progress=False)
+
+
+def has_cxx_compiler() -> bool:
+    import shutil
+
+    return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
+
+
+@pytest.mark.skipif(not has_cxx_compiler(), reason="torch.compile on CPU needs a C++ compiler, and none is installed")
+def test_compiled_extraction_gives_the_eager_features_and_sees_weight_updates(model, image_paths):
+    # batch 3 over 7 images: a short last batch, padded so that one compiled graph serves all
+    eager = extract_features(model, image_paths, batch_size=3, height=HEIGHT, width=WIDTH, progress=False)
+    compiled = extract_features(model, image_paths, batch_size=3, height=HEIGHT, width=WIDTH, progress=False,
+                                compile=True)
+    assert compiled.shape == eager.shape
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        model.neck.weight.mul_(torch.linspace(0.5, 1.5, model.neck.weight.numel()))
+    try:
+        moved = extract_features(model, image_paths, batch_size=3, height=HEIGHT, width=WIDTH, progress=False,
+                                 compile=True)
+        moved_eager = extract_features(model, image_paths, batch_size=3, height=HEIGHT, width=WIDTH, progress=False)
+    finally:
+        with torch.no_grad():
+            model.neck.weight.div_(torch.linspace(0.5, 1.5, model.neck.weight.numel()))
+    assert (moved - compiled).abs().max() > 1e-3
+    torch.testing.assert_close(moved, moved_eager, atol=1e-5, rtol=0)
+
+
+def test_a_failing_compile_falls_back_to_the_eager_model_and_says_why(model, image_paths, monkeypatch, caplog):
+    import logging
+
+    def broken_compile(module, **options):
+        def run(images):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    eager = extract_features(model, image_paths, batch_size=4, height=HEIGHT, width=WIDTH, progress=False)
+    with caplog.at_level(logging.WARNING, logger="hhcl"):
+        fallback = extract_features(model, image_paths, batch_size=4, height=HEIGHT, width=WIDTH, progress=False,
+                                    compile=True)
+    torch.testing.assert_close(fallback, eager, atol=1e-5, rtol=0)  # the padded last batch may round apart
+    assert caplog.text.count("torch.compile failed") == 1 and "No working C++ compiler" in caplog.text

@@ -219,7 +219,7 @@ class Trainer:
         features = extract_features(self.model, shard, batch_size=self.config.train.extract_batch_size,
                                     device=self.device, height=self.config.dataset.height,
                                     width=self.config.dataset.width, num_workers=self.config.dataset.num_workers,
-                                    precision=self.precision, progress=self.progress)
+                                    precision=self.precision, progress=self.progress, compile=self.config.train.compile)
         self.model.train()
         features = distributed.all_gather_sharded_rows(features.to(self.device), len(items))
         return features.cpu()

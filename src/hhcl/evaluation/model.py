@@ -75,7 +75,8 @@ def evaluate_model(model: nn.Module, dataset, config: Config, device: torch.devi
     items = list(dataset.query) + list(dataset.gallery)
     features = extract_features(model, items, batch_size=config.train.extract_batch_size, device=device,
                                 height=config.dataset.height, width=config.dataset.width,
-                                num_workers=config.dataset.num_workers, precision=precision, progress=progress)
+                                num_workers=config.dataset.num_workers, precision=precision, progress=progress,
+                                compile=config.train.compile)
     num_query = len(dataset.query)
     metrics, _ = split_metrics(features[:num_query], features[num_query:], dataset.query, dataset.gallery,
                                max_rank=min(50, len(dataset.gallery)), rerank=config.evaluation.rerank)

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from hhcl.data.loaders import build_test_loader
 from hhcl.data.transforms import normalize_batch
-from hhcl.models.inference import autocast, inference_context, prepare_images
+from hhcl.models.inference import autocast, compiled_or_eager, inference_context, prepare_images
 
 
 def extract_features(
@@ -27,6 +27,7 @@ def extract_features(
     progress: bool = True,
     strict: bool = False,
     description: str = "features",
+    compile: bool = False,
 ) -> torch.Tensor:
     """Features of ``items`` (paths or ``(path, pid, camid)`` tuples): ``(N, D)`` float32 on the CPU,
     L2-normalised, row ``i`` for ``items[i]``.
@@ -37,15 +38,22 @@ def extract_features(
     restored after.
     A broken image is skipped by the loader with a warning and keeps a zero row (``strict=True``
     makes it an error instead).
+    ``compile=True`` runs the model through :func:`hhcl.models.inference.compiled_or_eager`; the
+    last batch is padded to ``batch_size`` so that one compiled graph serves every batch.
     """
     device = torch.device(device)
     loader = build_test_loader(items, batch_size=batch_size, height=height, width=width, num_workers=num_workers,
                                strict=strict)
 
+    runner = compiled_or_eager(model) if compile else model
+
     def embed(images: torch.Tensor) -> torch.Tensor:
+        count = images.shape[0]
+        if compile and count < batch_size:  # eval-mode rows are independent: the padding changes no real row
+            images = torch.cat([images, images.new_zeros((batch_size - count, *images.shape[1:]))])
         normalised = normalize_batch(images.to(device, non_blocking=True))
         # Re-normalise in float32: a bf16/fp16 output is only approximately unit length.
-        return F.normalize(model_outputs(model, normalised, precision, device), dim=1).cpu()
+        return F.normalize(model_outputs(runner, normalised, precision, device)[:count], dim=1).cpu()
 
     features: torch.Tensor | None = None
     with inference_context(model, precision, device):
@@ -60,7 +68,8 @@ def extract_features(
     return features
 
 
-def model_outputs(model: nn.Module, images: torch.Tensor, precision: str, device: torch.device) -> torch.Tensor:
+def model_outputs(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, precision: str,
+                  device: torch.device) -> torch.Tensor:
     """The model's ``(B, D)`` float32 outputs, on ``device``, for normalised float32 ``(B, 3, H, W)`` images.
 
     Run inside :func:`hhcl.models.inference.inference_context`.

@@ -10,7 +10,7 @@ missing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -85,3 +85,31 @@ def prepare_images(images: torch.Tensor, precision: str, device: torch.device) -
     if uses_channels_last(precision, device):
         images = images.contiguous(memory_format=torch.channels_last)
     return images
+
+
+def compiled_or_eager(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model`` compiled by ``torch.compile`` for fixed input shapes; should compiling fail (no C++
+    compiler, an unsupported operator), the eager model, with one warning that says why.
+
+    Compiling happens at the first call and is cached by torch per model and input shape, so
+    feed batches of one size. Each weight update is seen: the weights are inputs of the graph.
+    """
+    import logging
+
+    compiled = torch.compile(model, dynamic=False)
+    runner: list[Callable] = [compiled]
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        if runner[0] is model:
+            return model(images)
+        try:
+            return runner[0](images)
+        except Exception as error:  # noqa: BLE001 - inductor raises many types; the eager model re-raises real errors
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            logging.getLogger("hhcl").warning("train.compile: torch.compile failed (%s: %s); features are extracted "
+                                              "without it", type(error).__name__, reason)
+            runner[0] = model
+            return model(images)
+
+    return run
+

@@ -55,6 +55,8 @@ def test_flags_map_to_config_keys_and_set_wins():
     assert config.cluster.eps == 0.5  # --set is applied last
     assert load_config(args.config, overrides_from_args(parse("--parts", "3"))).model.parts == 3
     assert load_config(parse().config, overrides_from_args(parse())).train.supervised is False
+    assert load_config(parse().config, overrides_from_args(parse("--compile"))).train.compile is True
+    assert load_config(parse().config, overrides_from_args(parse())).train.compile is False
 
 
 def test_the_ensemble_and_camera_proxy_flags_reach_their_keys():

@@ -47,6 +47,7 @@ SWITCH_KEYS = {
     "camera_proxies": "memory.camera_proxies",
     "sync_bn": "model.sync_bn",
     "select_best": "evaluation.select_best",
+    "compile": "train.compile",
     "rerank": "evaluation.rerank",
 }
 
@@ -101,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     loop.add_argument("--precision", choices=PRECISION_CHOICES,
                       help="auto: AMP bf16 (or fp16) on CUDA, fp32 on CPU; bf16/fp16 use autocast")
+    loop.add_argument("--compile", action="store_true", default=None,
+                      help="extract features through torch.compile (train.compile): the same features, faster "
+                           "after a one-off compile per model; needs a C++ compiler on CPU, else runs eagerly")
     loop.add_argument("--eval-every", type=int, metavar="EPOCHS", help="evaluate every N epochs (0: at the end)")
     loop.add_argument("--select-best", action="store_true", default=None,
                       help="keep the epoch with the best test mAP (uses the test labels: optimistic)")

@@ -42,6 +42,7 @@ def test_duke_adaptation_preset_is_the_adapt_policy_at_dukes_scale():
     assert (duke.cluster.eps, duke.cluster.k1, duke.cluster.knn) == (0.6, 30, "auto")
     # No test-set evaluation between epochs (it costs about as much as an epoch), none used to select.
     assert duke.evaluation.eval_every == 0 and not duke.evaluation.select_best
+    assert duke.train.compile and not adapt.train.compile  # extraction is most of a Duke epoch on CPU
     for key in ("model.freeze_bn", "model.init_mix", "cluster.camera_centering", "cluster.reliability_margin",
                 "cluster.min_compactness", "guard.enabled", "memory.mode", "optim.lr", "train.batch_size"):
         assert duke.get(key) == adapt.get(key), key

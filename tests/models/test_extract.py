@@ -98,11 +98,16 @@ def has_cxx_compiler() -> bool:
 
 
 @pytest.mark.skipif(not has_cxx_compiler(), reason="torch.compile on CPU needs a C++ compiler, and none is installed")
-def test_compiled_extraction_gives_the_eager_features_and_sees_weight_updates(model, image_paths):
+def test_compiled_extraction_gives_the_eager_features_and_sees_weight_updates(model, image_paths, caplog):
+    import logging
+
     # batch 3 over 7 images: a short last batch, padded so that one compiled graph serves all
     eager = extract_features(model, image_paths, batch_size=3, height=HEIGHT, width=WIDTH, progress=False)
-    compiled = extract_features(model, image_paths, batch_size=3, height=HEIGHT, width=WIDTH, progress=False,
-                                compile=True)
+    with caplog.at_level(logging.WARNING, logger="hhcl"):
+        compiled = extract_features(model, image_paths, batch_size=3, height=HEIGHT, width=WIDTH, progress=False,
+                                    compile=True)
+    if "torch.compile failed" in caplog.text:  # e.g. a compiler without Python's headers: the fallback's own test
+        pytest.skip(f"torch.compile does not work on this machine: {caplog.text.strip().splitlines()[-1]}")
     assert compiled.shape == eager.shape
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
     with torch.no_grad():

@@ -96,19 +96,19 @@ def compiled_or_eager(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor
     """
     import logging
 
-    compiled = torch.compile(model, dynamic=False)
-    runner: list[Callable] = [compiled]
+    compiled: Callable | None = torch.compile(model, dynamic=False)
 
     def run(images: torch.Tensor) -> torch.Tensor:
-        if runner[0] is model:
+        nonlocal compiled
+        if compiled is None:
             return model(images)
         try:
-            return runner[0](images)
+            return compiled(images)
         except Exception as error:  # noqa: BLE001 - inductor raises many types; the eager model re-raises real errors
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             logging.getLogger("hhcl").warning("train.compile: torch.compile failed (%s: %s); features are extracted "
                                               "without it", type(error).__name__, reason)
-            runner[0] = model
+            compiled = None
             return model(images)
 
     return run

@@ -130,6 +130,8 @@ def run_training(config, protocol: Protocol, *, supervised: bool, initial_train_
                 entry["unreliable"] = self.stats["unreliable_images"]
             if record.guard is not None:
                 entry["guard"] = record.guard
+            if record.final_guard is not None:
+                entry["final_guard"] = record.final_guard
             if not supervised:
                 truth = pair_scores(labels, true_ids)
                 entry["pair_precision"], entry["pair_recall"] = truth["precision"], truth["recall"]
@@ -172,6 +174,8 @@ def _epoch_line(entry: dict[str, Any]) -> str:
         from hhcl.engine.run_log import guard_summary
 
         parts.append(guard_summary(entry["guard"]))
+        if "final_guard" in entry:
+            parts.append(f"its update: {guard_summary(entry['final_guard'])}")
     if "metrics" in entry:
         mean = entry["metrics"]["mean"]
         parts.append(f"mean mAP {mean['mAP']:.1f} R1 {mean['rank1']:.1f}")

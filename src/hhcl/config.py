@@ -150,6 +150,9 @@ class GuardConfig:
     min_eps_stability: float = 0.5  # clustered images whose cluster survives eps -/+ the reliability margin
     max_drift: float = 0.6  # mean share of each image's 10 nearest neighbours no longer among the starting ones
     neighbours: int = 10
+    # Judge the last epoch's update too: one more pool extraction and clustering after it, and the
+    # update is undone when its features fail. Without it the saved model's own features are never judged.
+    check_final: bool = False
 
 
 @dataclass

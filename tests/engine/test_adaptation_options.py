@@ -300,3 +300,37 @@ def test_a_pool_holding_a_one_image_camera_trains(tiny_config):
     trainer = Trainer(config, None, dataset=dataset, progress=False)
     summary = trainer.fit()
     assert trainer.trained_epochs == 1 and np.isfinite(summary["history"][0]["loss"])
+
+
+def test_the_final_check_undoes_a_last_update_whose_features_fail(tmp_path, tiny_config, caplog):
+    import logging
+
+    start = _start_file(tmp_path, tiny_config)
+    unchecked = Trainer(_held_at_epoch_2(tiny_config, start, "train.epochs=1"), None, progress=False)
+    unchecked.fit()
+    assert unchecked.trained_epochs == 1 and unchecked.history[-1]["final_guard"] is None
+
+    trainer = Trainer(_held_at_epoch_2(tiny_config, start, "train.epochs=1", "guard.check_final=true"),
+                      tmp_path / "run", progress=False)
+    initial = {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+    with caplog.at_level(logging.INFO, logger="hhcl"):
+        summary = trainer.fit()
+    last = summary["history"][-1]
+    assert last["guard"]["decision"] == "train" and last["final_guard"]["decision"] == "hold"
+    assert last["final_guard"]["drift"] > 0.001 and "check_final" in last["seconds"]
+    assert trainer.trained_epochs == 0 and "undid epoch 1's update" in summary["guard"]["stop_reason"]
+    assert "kept the starting model" in caplog.text and "its update: guard hold" in caplog.text
+    saved = model_weights(tmp_path / "run" / "model.pth")
+    for name, tensor in initial.items():
+        torch.testing.assert_close(saved[name].float(), tensor.float(), atol=1e-6, rtol=0)
+    # the final figures are the kept model's, measured after the undo
+    assert last["metrics"] is not None and last["metrics"] == trainer.evaluate()
+
+
+def test_the_final_check_keeps_a_last_update_that_passes(tiny_config):
+    trainer = Trainer(tiny_config("guard.enabled=true", "guard.min_cross_camera_share=0", "guard.check_final=true",
+                                  "train.epochs=2"), None, progress=False)
+    trainer.fit()
+    assert trainer.trained_epochs == 2 and trainer.stop_reason is None
+    assert [record["final_guard"] is None for record in trainer.history] == [True, False]
+    assert trainer.history[-1]["final_guard"]["decision"] == "train"

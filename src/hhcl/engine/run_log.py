@@ -42,6 +42,7 @@ class EpochRecord:
     metrics: dict[str, float] | None = None
     guard: dict[str, Any] | None = None  # the label-free guard's statistics and decision (hhcl.cluster.guard)
     ensemble: dict[str, Any] | None = None  # cluster.ensemble_eps: clusters per eps, images that do not nest
+    final_guard: dict[str, Any] | None = None  # guard.check_final: the guard on this last epoch's own update
 
     @classmethod
     def of_labels(cls, epoch: int, labels, **values) -> "EpochRecord":
@@ -60,6 +61,8 @@ class EpochRecord:
             parts.append(guard_summary(self.guard))
         if self.ensemble is not None:
             parts.append(ensemble_summary(self.ensemble))
+        if self.final_guard is not None:
+            parts.append(f"its update: {guard_summary(self.final_guard)}")
         if self.metrics is not None:
             parts.append(f"mAP {self.metrics['mAP']:.1f}% rank-1 {self.metrics['rank1']:.1f}%")
         timing = ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.seconds.items())

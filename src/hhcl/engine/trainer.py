@@ -176,13 +176,29 @@ class Trainer:
         # Without SyncBN each rank's BatchNorm statistics drift apart: keep rank 0's everywhere.
         distributed.broadcast_buffers(self.model)
         self.epoch = epoch + 1
+        final_guard = None
+        if (assignment.decision == "train" and self.epoch == config.train.epochs and config.guard.enabled
+                and config.guard.check_final and not config.train.supervised):
+            tick = time.perf_counter()
+            final_guard = self.judge_last_update()
+            seconds["check_final"] = time.perf_counter() - tick
 
         record = EpochRecord.of_labels(epoch + 1, assignment.labels, loss=mean_loss, lr=lr, seconds=seconds,
                                        train_images_per_second=images_per_second, guard=assignment.stats.get("guard"),
-                                       ensemble=assignment.stats.get("ensemble"))
+                                       ensemble=assignment.stats.get("ensemble"), final_guard=final_guard)
         for hook in self.hooks:
             hook.after_epoch(self, record)
         return record
+
+    def judge_last_update(self) -> dict[str, Any] | None:
+        """``guard.check_final``: judge the features of the last epoch's update as a next epoch would,
+        and undo that update when the guard holds. Returns the guard's statistics and decision."""
+        assignment = self.assign_labels(self.extract_train_features())
+        if assignment.decision != "train":
+            undone = self.undo_last_update()
+            self.stop_reason = hold_message(assignment.reasons, self.trained_epochs, undone)
+            log.warning("%s", self.stop_reason)
+        return assignment.stats.get("guard")
 
     def weights_snapshot(self) -> dict[str, Any]:
         """CPU copies of the trained weights and of their average (``model.ema_decay``)."""

@@ -23,7 +23,8 @@ The decision is ``hold`` when a share falls below its minimum or the drift passe
 with one reason each; the trainer then makes no update for the epoch and ends the adaptation there
 (the next clustering would see the same features). The features judged are those of the model the
 last update made, so that update is undone too: the run keeps the last model whose own features
-passed (the starting model when the first epoch holds).
+passed (the starting model when the first epoch holds). The last epoch's update has no next epoch
+to judge it; ``guard.check_final`` judges it the same way after that epoch.
 """
 
 from __future__ import annotations

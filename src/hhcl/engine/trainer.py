@@ -170,9 +170,7 @@ class Trainer:
             self.scheduler.step()
         else:
             del features
-            undone = self.undo_last_update()
-            self.stop_reason = hold_message(assignment.reasons, self.trained_epochs, undone)
-            log.warning("%s", self.stop_reason)
+            self.hold(assignment.reasons)
         # Without SyncBN each rank's BatchNorm statistics drift apart: keep rank 0's everywhere.
         distributed.broadcast_buffers(self.model)
         self.epoch = epoch + 1
@@ -195,10 +193,14 @@ class Trainer:
         and undo that update when the guard holds. Returns the guard's statistics and decision."""
         assignment = self.assign_labels(self.extract_train_features())
         if assignment.decision != "train":
-            undone = self.undo_last_update()
-            self.stop_reason = hold_message(assignment.reasons, self.trained_epochs, undone)
-            log.warning("%s", self.stop_reason)
+            self.hold(assignment.reasons)
         return assignment.stats.get("guard")
+
+    def hold(self, reasons: list[str]) -> None:
+        """The guard held: undo the update whose features failed, end the adaptation, and say why."""
+        undone = self.undo_last_update()
+        self.stop_reason = hold_message(reasons, self.trained_epochs, undone)
+        log.warning("%s", self.stop_reason)
 
     def weights_snapshot(self) -> dict[str, Any]:
         """CPU copies of the trained weights and of their average (``model.ema_decay``)."""
